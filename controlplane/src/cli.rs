@@ -1,0 +1,349 @@
+//! Command-line interface: flags, and the small amount of glue that turns a
+//! subcommand into library calls. `anyhow` lives here and in `main` only.
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    client,
+    daemon::{self, RunConfig},
+    dataplane::AttachMode,
+    lab::{DaemonOptions, Lab, LabOptions},
+};
+
+pub const DEFAULT_API: &str = "127.0.0.1:8080";
+pub const DEFAULT_DB: &str = "/var/lib/xdpgate/xdpgate.db";
+
+#[derive(Parser, Debug)]
+#[command(name = "xdpgate", version, about = "XDP software router and firewall")]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the XDP program, attach it, serve the API until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Print the dataplane counters of a running daemon.
+    Stats(StatsArgs),
+    /// The namespace lab: the embedded default topology.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Parser, Debug)]
+pub struct RunArgs {
+    /// Interface to attach to (repeat for several).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// XDP attach mode: native (in the driver) or skb (generic).
+    #[arg(long, default_value = "native", value_parser = parse_mode)]
+    pub xdp_mode: AttachMode,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    /// SQLite database path.
+    #[arg(long, default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Enter this network namespace after binding the API listener.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+pub struct StatsArgs {
+    /// The daemon's API address.
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print counters that are zero.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build the lab (idempotent) and start xdpgate in it.
+    Up(LabUpArgs),
+    /// Remove everything the lab created (also after a crash).
+    Down(LabNameArgs),
+    /// Show namespaces, links, XDP attach state and counters.
+    Status(LabStatusArgs),
+}
+
+#[derive(Parser, Debug)]
+pub struct LabNameArgs {
+    /// Name prefix of the lab's namespaces.
+    #[arg(long, default_value = "xg")]
+    pub prefix: String,
+}
+
+#[derive(Parser, Debug)]
+pub struct LabUpArgs {
+    #[command(flatten)]
+    pub name: LabNameArgs,
+    /// Kernel forwarding in the router namespace: on is production (the
+    /// kernel carries what XDP punts); off proves only XDP carries traffic.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub kernel_forwarding: OnOff,
+    /// Where the daemon's API listens (in this namespace).
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    #[arg(long, default_value = "native", value_parser = parse_mode)]
+    pub xdp_mode: AttachMode,
+    /// Build the topology only; do not start the daemon.
+    #[arg(long)]
+    pub no_daemon: bool,
+}
+
+#[derive(Parser, Debug)]
+pub struct LabStatusArgs {
+    #[command(flatten)]
+    pub name: LabNameArgs,
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    s.parse()
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(a) => daemon::run(RunConfig {
+            ifaces: a.ifaces,
+            mode: a.xdp_mode,
+            api: a.api,
+            db: a.db,
+            netns: a.netns,
+        })?,
+        Command::Stats(a) => stats(&a)?,
+        Command::Lab { command } => lab(command)?,
+    }
+    Ok(())
+}
+
+fn stats(a: &StatsArgs) -> anyhow::Result<()> {
+    let v = client::get_json(a.api, "/api/v1/stats")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", render_stats(&v, a.all));
+    }
+    Ok(())
+}
+
+/// The `/api/v1/stats` answer as a table: one row per interface and
+/// counter, zero rows left out unless `all`.
+pub fn render_stats(v: &serde_json::Value, all: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<6} {:<8} {:<7} {:<20} {:>12} {:>14}",
+        "INTERFACE", "SLOT", "MODE", "KIND", "NAME", "PACKETS", "BYTES"
+    );
+    let mut rows = |iface: &str, slot: &str, mode: &str, counters: &serde_json::Value| {
+        for kind in ["actions", "reasons", "classes"] {
+            for (name, c) in counters[kind].as_object().into_iter().flatten() {
+                let packets = c["packets"].as_u64().unwrap_or(0);
+                if packets == 0 && !all {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<6} {:<8} {:<7} {:<20} {:>12} {:>14}",
+                    iface,
+                    slot,
+                    mode,
+                    kind.trim_end_matches('s').replace("classe", "class"),
+                    name,
+                    packets,
+                    c["bytes"].as_u64().unwrap_or(0)
+                );
+            }
+        }
+    };
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        rows(
+            i["name"].as_str().unwrap_or("?"),
+            &i["slot"].to_string(),
+            i["mode"].as_str().unwrap_or("?"),
+            &i["counters"],
+        );
+    }
+    rows("(other)", "0", "-", &v["unregistered"]);
+    rows("TOTAL", "-", "-", &v["total"]);
+    out
+}
+
+fn lab(command: LabCommand) -> anyhow::Result<()> {
+    match command {
+        LabCommand::Up(a) => {
+            let lab = Lab::new(&a.name.prefix);
+            let exe = std::env::current_exe().context("locating the xdpgate binary")?;
+            let opts = LabOptions {
+                kernel_forwarding: a.kernel_forwarding == OnOff::On,
+                daemon: (!a.no_daemon).then_some(DaemonOptions {
+                    exe,
+                    api: a.api,
+                    xdp_mode: a.xdp_mode,
+                }),
+            };
+            lab.up(&opts)?;
+            println!(
+                "lab {} is up: {} — {} — {} (kernel forwarding {})",
+                lab.prefix,
+                lab.h1(),
+                lab.router(),
+                lab.h2(),
+                if opts.kernel_forwarding { "on" } else { "off" }
+            );
+            if !a.no_daemon {
+                println!(
+                    "xdpgate is attached to eth1 and eth2 in {}; API and UI on http://{}",
+                    lab.router(),
+                    a.api
+                );
+                println!("log: {}", lab.log_file().display());
+                println!(
+                    "try: ip netns exec {} ping -c 3 {}  then  xdpgate stats",
+                    lab.h1(),
+                    crate::lab::H2_V4
+                );
+            }
+        }
+        LabCommand::Down(a) => {
+            Lab::new(&a.prefix).down()?;
+            println!("lab {} is down", a.prefix);
+        }
+        LabCommand::Status(a) => {
+            let status = Lab::new(&a.name.prefix).status(a.api);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_lab_status(&status));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render_lab_status(s: &crate::lab::LabStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for ns in &s.namespaces {
+        let _ = writeln!(
+            out,
+            "namespace {:<12} {}",
+            ns.name,
+            if ns.exists { "present" } else { "absent" }
+        );
+        for l in &ns.links {
+            let xdp = l
+                .xdp_prog
+                .map(|id| format!("xdp prog {id}"))
+                .unwrap_or_else(|| "no xdp".into());
+            let _ = writeln!(
+                out,
+                "  {:<6} {:<8} {:<14} {}",
+                l.name,
+                l.state,
+                xdp,
+                l.addresses.join(" ")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "kernel forwarding in router: {}",
+        match s.kernel_forwarding {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "unknown",
+        }
+    );
+    match s.daemon_pid {
+        Some(pid) => {
+            let _ = writeln!(out, "daemon: running, pid {pid}, API http://{}", s.api);
+        }
+        None => {
+            let _ = writeln!(out, "daemon: not running");
+        }
+    }
+    match &s.stats {
+        Some(v) => out.push_str(&render_stats(v, false)),
+        None => {
+            let _ = writeln!(out, "counters: API not reachable at {}", s.api);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_requires_an_interface_and_rejects_bad_modes() {
+        assert!(Cli::try_parse_from(["xdpgate", "run"]).is_err());
+        let err = Cli::try_parse_from(["xdpgate", "run", "--iface", "a", "--xdp-mode", "turbo"])
+            .expect_err("bad mode");
+        assert!(err.to_string().contains("expected native or skb"), "{err}");
+        let ok = Cli::try_parse_from(["xdpgate", "run", "--iface", "a", "--iface", "b"])
+            .expect("parses");
+        let Command::Run(a) = ok.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.ifaces, ["a", "b"]);
+        assert_eq!(a.xdp_mode, AttachMode::Native);
+    }
+
+    #[test]
+    fn stats_table_hides_zero_rows_unless_asked() {
+        let v = serde_json::json!({
+            "interfaces": [{"name": "eth1", "slot": 1, "mode": "native", "counters": {
+                "actions": {"pass": {"packets": 3, "bytes": 300}, "drop": {"packets": 0, "bytes": 0}},
+                "reasons": {"arp": {"packets": 3, "bytes": 300}},
+                "classes": {}}}],
+            "unregistered": {"actions": {}, "reasons": {}, "classes": {}},
+            "total": {"actions": {"pass": {"packets": 3, "bytes": 300}}, "reasons": {}, "classes": {}}
+        });
+        let table = render_stats(&v, false);
+        assert!(table.contains("eth1"), "{table}");
+        assert!(table.contains("arp"), "{table}");
+        assert!(!table.contains("drop"), "{table}");
+        assert!(render_stats(&v, true).contains("drop"));
+    }
+}

@@ -1,0 +1,145 @@
+//! `xdpgate run`: load, attach, serve the API, and on SIGINT/SIGTERM detach
+//! from every interface and exit cleanly.
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{
+    bpffs,
+    dataplane::{AttachMode, Dataplane, DataplaneError},
+    db, http, netns,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub ifaces: Vec<String>,
+    pub mode: AttachMode,
+    pub api: SocketAddr,
+    pub db: PathBuf,
+    /// Enter this network namespace after binding the API listener: the API
+    /// stays reachable where the daemon was started, XDP and netlink work in
+    /// the namespace (the lab's router).
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("xdpgate run needs root (or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")]
+    NotRoot,
+    #[error("no interface given: pass --iface IF at least once")]
+    NoInterfaces,
+    #[error(transparent)]
+    Bpffs(#[from] bpffs::BpffsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("serving the API: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("detaching left errors: {0:?}")]
+    Detach(Vec<String>),
+}
+
+/// Run the daemon until SIGINT or SIGTERM. Blocking: builds its own runtime
+/// after entering the namespace, so every runtime thread lives there.
+pub fn run(cfg: RunConfig) -> Result<(), DaemonError> {
+    if !bpffs::is_privileged() {
+        return Err(DaemonError::NotRoot);
+    }
+    if cfg.ifaces.is_empty() {
+        return Err(DaemonError::NoInterfaces);
+    }
+    bpffs::require()?;
+    let listener = TcpListener::bind(cfg.api).map_err(|source| DaemonError::Listen {
+        addr: cfg.api,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.api,
+            source,
+        })?;
+    if let Some(ns) = &cfg.netns {
+        netns::enter(ns)?;
+        info!(netns = %ns, "entered network namespace");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?
+        .block_on(serve(cfg, listener))
+}
+
+/// Attach to every interface, or to none: a failure detaches what was
+/// attached and returns the error.
+fn attach_all(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
+    for iface in &cfg.ifaces {
+        match dp.attach(iface, cfg.mode) {
+            Ok(a) => info!(iface = %a.name, ifindex = a.ifindex, slot = a.slot, mode = %a.mode, "attached"),
+            Err(e) => {
+                for d in dp.detach_all() {
+                    warn!("while backing out: {d}");
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
+    let pool = db::open(&cfg.db).await?;
+    db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
+    let mut dp = Dataplane::load()?;
+    attach_all(&mut dp, &cfg)?;
+    let dataplane = Arc::new(Mutex::new(dp));
+    let state = http::AppState {
+        dataplane: dataplane.clone(),
+        db: pool.clone(),
+    };
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+        DaemonError::Listen {
+            addr: cfg.api,
+            source,
+        }
+    })?;
+    info!(api = %cfg.api, "serving");
+    let served = axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(DaemonError::Serve);
+    let errors = dataplane.lock().expect("dataplane lock poisoned").detach_all();
+    pool.close().await;
+    served?;
+    if !errors.is_empty() {
+        return Err(DaemonError::Detach(errors.iter().map(|e| e.to_string()).collect()));
+    }
+    info!("detached from every interface; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+}

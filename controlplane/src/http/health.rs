@@ -1,0 +1,21 @@
+//! Liveness: the process answers, the database answers, and how many
+//! interfaces are attached.
+use axum::{Json, Router, extract::State, routing::get};
+use serde_json::{Value, json};
+
+use super::{AppState, Error};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+    crate::db::ping(&state.db).await?;
+    let attached = state
+        .dataplane
+        .lock()
+        .expect("dataplane lock poisoned")
+        .attachments()
+        .len();
+    Ok(Json(json!({ "status": "ok", "db": "ok", "attached_interfaces": attached })))
+}

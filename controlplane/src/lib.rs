@@ -1,0 +1,12 @@
+//! xdpgate's control plane: loads and attaches the XDP program, serves the
+//! API, runs the namespace lab. `main.rs` only parses flags and calls in.
+pub mod bpffs;
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod dataplane;
+pub mod db;
+pub mod http;
+pub mod lab;
+pub mod netns;
+pub mod testrun;

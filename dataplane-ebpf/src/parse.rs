@@ -1,0 +1,255 @@
+//! Header parsing. One `parse_<header>` per header, each moving a cursor and
+//! reading only through [`ptr_at`], which proves to the verifier that every
+//! access stays below `data_end` (as xdp-tools' parsing_helpers.h does).
+//!
+//! The result is a [`Packet`]: what the frame carries and, if the fast path
+//! must not touch it, the [`Reason`] it goes to the kernel with.
+//!
+//! Exception precedence (first match wins): malformed, ARP, unknown
+//! EtherType, too many VLAN tags, IPv6 ND, multicast/broadcast, link-local,
+//! IPv4 options, fragment, IPv6 extension header.
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use dataplane_common::{Class, MAX_VLAN_DEPTH, Reason};
+
+use crate::headers::*;
+
+/// What the parser learnt about a frame.
+pub struct Packet {
+    pub class: Class,
+    /// Set when the frame must go to the kernel for a reason of its own.
+    pub exception: Option<Reason>,
+}
+
+/// Bounds-checked pointer to a `T` at `offset` from the frame start.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(Reason::Malformed);
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// Parse one frame. `Err` carries a reason that ends processing at once
+/// (malformed, or a frame the fast path never looks into).
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // Group bit of the destination MAC: broadcast or multicast (IEEE 802-2014 8.2).
+    let l2_multicast = unsafe { (*eth).dst[0] } & 1 == 1;
+    let (ether_type, l3_off) = parse_vlans(ctx, be16(unsafe { (*eth).proto }))?;
+
+    let packet = match ether_type {
+        ETH_P_IP => parse_ipv4(ctx, l3_off)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
+        ETH_P_ARP => {
+            let _: *const ArpHdr = ptr_at(ctx, l3_off)?;
+            Packet {
+                class: Class::Arp,
+                exception: Some(Reason::Arp),
+            }
+        }
+        ETH_P_8021Q | ETH_P_8021AD => Packet {
+            class: Class::Other,
+            exception: Some(Reason::VlanTooDeep),
+        },
+        _ => Packet {
+            class: Class::Other,
+            exception: Some(Reason::UnknownEtherType),
+        },
+    };
+    Ok(with_l2_multicast(packet, l2_multicast))
+}
+
+/// An L2 group destination on an IP frame is the kernel's, whatever the L3
+/// says; ND keeps its own reason (it is always multicast or unicast ND).
+#[inline(always)]
+fn with_l2_multicast(mut packet: Packet, l2_multicast: bool) -> Packet {
+    let upgradable = matches!(
+        packet.exception,
+        None | Some(Reason::LinkLocal)
+            | Some(Reason::Ipv4Options)
+            | Some(Reason::Fragment)
+            | Some(Reason::Ipv6ExtHeader)
+    );
+    if l2_multicast && upgradable {
+        packet.exception = Some(Reason::Multicast);
+    }
+    packet
+}
+
+/// Walk up to [`MAX_VLAN_DEPTH`] 802.1Q / 802.1ad tags. Returns the inner
+/// EtherType and the offset of the L3 header. A deeper stack comes back with
+/// a VLAN EtherType, which `parse` counts as too deep.
+#[inline(always)]
+fn parse_vlans(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Reason> {
+    let mut ether_type = outer;
+    let mut off = size_of::<EthHdr>();
+    for _ in 0..MAX_VLAN_DEPTH {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        ether_type = be16(unsafe { (*vlan).proto });
+        off += size_of::<VlanHdr>();
+    }
+    Ok((ether_type, off))
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+    let (version_ihl, tot_len, frag_off, protocol, saddr, daddr) = unsafe {
+        (
+            (*ip).version_ihl,
+            be16((*ip).tot_len) as usize,
+            be16((*ip).frag_off),
+            (*ip).protocol,
+            (*ip).saddr,
+            (*ip).daddr,
+        )
+    };
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    // RFC 791: version 4, IHL at least 5 words, total length covers the
+    // header and fits in the frame (trailing Ethernet padding is allowed).
+    if version_ihl >> 4 != 4 || ihl < size_of::<Ipv4Hdr>() || tot_len < ihl {
+        return Err(Reason::Malformed);
+    }
+    if off + tot_len > frame_len(ctx) {
+        return Err(Reason::Malformed);
+    }
+    // MF flag or a non-zero fragment offset.
+    let fragment = frag_off & 0x3fff != 0;
+    let first_fragment = frag_off & 0x1fff == 0;
+    let l4_off = off + ihl;
+    let class = match protocol {
+        IPPROTO_TCP => Class::Ipv4Tcp,
+        IPPROTO_UDP => Class::Ipv4Udp,
+        IPPROTO_ICMP => Class::Ipv4Icmp,
+        _ => Class::Ipv4Other,
+    };
+    if first_fragment {
+        check_l4(ctx, protocol, l4_off)?;
+    }
+
+    let exception = if daddr[0] & 0xf0 == 0xe0 || daddr == [255; 4] {
+        Some(Reason::Multicast)
+    } else if is_ipv4_link_local(saddr) || is_ipv4_link_local(daddr) {
+        Some(Reason::LinkLocal)
+    } else if ihl > size_of::<Ipv4Hdr>() {
+        Some(Reason::Ipv4Options)
+    } else if fragment {
+        Some(Reason::Fragment)
+    } else {
+        None
+    };
+    Ok(Packet { class, exception })
+}
+
+#[inline(always)]
+fn is_ipv4_link_local(a: [u8; 4]) -> bool {
+    a[0] == 169 && a[1] == 254
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+    let (version, payload_len, nexthdr, saddr0, saddr1, daddr0, daddr1) = unsafe {
+        (
+            (*ip).vtc_flow[0] >> 4,
+            be16((*ip).payload_len) as usize,
+            (*ip).nexthdr,
+            (*ip).saddr[0],
+            (*ip).saddr[1],
+            (*ip).daddr[0],
+            (*ip).daddr[1],
+        )
+    };
+    let l4_off = off + size_of::<Ipv6Hdr>();
+    if version != 6 || l4_off + payload_len > frame_len(ctx) {
+        return Err(Reason::Malformed);
+    }
+    let class = match nexthdr {
+        IPPROTO_TCP => Class::Ipv6Tcp,
+        IPPROTO_UDP => Class::Ipv6Udp,
+        IPPROTO_ICMPV6 => Class::Ipv6Icmp,
+        _ => Class::Ipv6Other,
+    };
+    check_l4(ctx, nexthdr, l4_off)?;
+
+    let exception = if nexthdr == IPPROTO_ICMPV6 && is_nd(ctx, l4_off)? {
+        Some(Reason::Ipv6Nd)
+    } else if daddr0 == 0xff {
+        Some(Reason::Multicast)
+    } else if is_ipv6_link_local(saddr0, saddr1) || is_ipv6_link_local(daddr0, daddr1) {
+        Some(Reason::LinkLocal)
+    } else if nexthdr == IPPROTO_FRAGMENT {
+        Some(Reason::Fragment)
+    } else if is_ipv6_ext_header(nexthdr) {
+        Some(Reason::Ipv6ExtHeader)
+    } else {
+        None
+    };
+    Ok(Packet { class, exception })
+}
+
+/// fe80::/10 (RFC 4291 2.5.6).
+#[inline(always)]
+fn is_ipv6_link_local(b0: u8, b1: u8) -> bool {
+    b0 == 0xfe && b1 & 0xc0 == 0x80
+}
+
+/// Extension headers of RFC 8200 4 and the IANA registry; not walked yet.
+#[inline(always)]
+fn is_ipv6_ext_header(nexthdr: u8) -> bool {
+    matches!(
+        nexthdr,
+        IPPROTO_HOPOPTS
+            | IPPROTO_ROUTING
+            | IPPROTO_DSTOPTS
+            | IPPROTO_AH
+            | IPPROTO_ESP
+            | IPPROTO_MH
+            | IPPROTO_HIP
+            | IPPROTO_SHIM6
+    )
+}
+
+/// Router/neighbour solicitation and advertisement, redirect (RFC 4861 4).
+#[inline(always)]
+fn is_nd(ctx: &XdpContext, l4_off: usize) -> Result<bool, Reason> {
+    let icmp: *const IcmpHdr = ptr_at(ctx, l4_off)?;
+    let kind = unsafe { (*icmp).kind };
+    Ok((133..=137).contains(&kind))
+}
+
+/// The L4 header must be whole; a TCP data offset must cover the fixed
+/// header and fit in the frame (RFC 9293 3.1).
+#[inline(always)]
+fn check_l4(ctx: &XdpContext, protocol: u8, off: usize) -> Result<(), Reason> {
+    match protocol {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, off)?;
+            let doff = ((unsafe { (*tcp).doff_res } >> 4) as usize) * 4;
+            if doff < size_of::<TcpHdr>() || off + doff > frame_len(ctx) {
+                return Err(Reason::Malformed);
+            }
+        }
+        IPPROTO_UDP => {
+            let _: *const UdpHdr = ptr_at(ctx, off)?;
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let _: *const IcmpHdr = ptr_at(ctx, off)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
