@@ -18,5 +18,7 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .context("building the XDP program (needs nightly with rust-src and bpf-linker; run scripts/setup)")
+    .context(
+        "building the XDP program (needs nightly with rust-src and bpf-linker; run scripts/setup)",
+    )
 }

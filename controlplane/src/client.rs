@@ -9,7 +9,9 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the xdpgate API at {addr} ({source}); is the daemon running? (`xdpgate lab up` starts it)")]
+    #[error(
+        "cannot reach the xdpgate API at {addr} ({source}); is the daemon running? (`xdpgate lab up` starts it)"
+    )]
     Connect {
         addr: SocketAddr,
         #[source]

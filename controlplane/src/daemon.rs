@@ -92,7 +92,9 @@ pub fn run(cfg: RunConfig) -> Result<(), DaemonError> {
 fn attach_all(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
     for iface in &cfg.ifaces {
         match dp.attach(iface, cfg.mode) {
-            Ok(a) => info!(iface = %a.name, ifindex = a.ifindex, slot = a.slot, mode = %a.mode, "attached"),
+            Ok(a) => {
+                info!(iface = %a.name, ifindex = a.ifindex, slot = a.slot, mode = %a.mode, "attached")
+            }
             Err(e) => {
                 for d in dp.detach_all() {
                     warn!("while backing out: {d}");
@@ -114,22 +116,26 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         dataplane: dataplane.clone(),
         db: pool.clone(),
     };
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
-        DaemonError::Listen {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| DaemonError::Listen {
             addr: cfg.api,
             source,
-        }
-    })?;
+        })?;
     info!(api = %cfg.api, "serving");
     let served = axum::serve(listener, http::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(DaemonError::Serve);
-    let errors = dataplane.lock().expect("dataplane lock poisoned").detach_all();
+    let errors = dataplane
+        .lock()
+        .expect("dataplane lock poisoned")
+        .detach_all();
     pool.close().await;
     served?;
     if !errors.is_empty() {
-        return Err(DaemonError::Detach(errors.iter().map(|e| e.to_string()).collect()));
+        return Err(DaemonError::Detach(
+            errors.iter().map(|e| e.to_string()).collect(),
+        ));
     }
     info!("detached from every interface; bye");
     Ok(())

@@ -40,13 +40,12 @@ pub enum DataplaneError {
     },
     #[error("no interface named {0:?} in this network namespace")]
     NoSuchInterface(String),
-    #[error("attaching XDP to {iface} in {mode} mode failed: {source}; try --xdp-mode {other}")]
+    #[error("attaching XDP to {iface} in {mode} mode failed ({reason}); try --xdp-mode {other}")]
     Attach {
         iface: String,
         mode: AttachMode,
         other: AttachMode,
-        #[source]
-        source: ProgramError,
+        reason: String,
     },
     #[error("{iface} is already attached")]
     AlreadyAttached { iface: String },
@@ -209,13 +208,12 @@ impl CounterMaps {
     pub fn slot(&self, slot: u32) -> Result<SlotCounters, DataplaneError> {
         let mut out = SlotCounters::default();
         for reason in Reason::ALL {
-            let count =
-                Self::sum(&self.reasons, reason_index(slot, reason)).map_err(|source| {
-                    DataplaneError::Map {
-                        map: "REASON_COUNTERS",
-                        source,
-                    }
-                })?;
+            let count = Self::sum(&self.reasons, reason_index(slot, reason)).map_err(|source| {
+                DataplaneError::Map {
+                    map: "REASON_COUNTERS",
+                    source,
+                }
+            })?;
             out.reasons.insert(reason.name(), count);
             out.actions
                 .entry(reason.action().name())
@@ -244,8 +242,7 @@ pub struct Dataplane {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
-    ebpf.take_map(name)
-        .ok_or(DataplaneError::MissingMap(name))
+    ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
 }
 
 fn load_object() -> Result<Ebpf, DataplaneError> {
@@ -282,6 +279,19 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneErro
         })
 }
 
+/// "outer: inner: innermost", for errors whose Display omits their source
+/// (aya's say "`bpf_link_create` failed" and keep the errno as the source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
 /// ifindex of `name` in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
     let c = std::ffi::CString::new(name)
@@ -304,15 +314,19 @@ impl Dataplane {
                 source,
             }
         })?;
-        let reasons = PerCpuArray::try_from(take_map(&mut ebpf, "REASON_COUNTERS")?)
-            .map_err(|source| DataplaneError::Map {
-                map: "REASON_COUNTERS",
-                source,
+        let reasons =
+            PerCpuArray::try_from(take_map(&mut ebpf, "REASON_COUNTERS")?).map_err(|source| {
+                DataplaneError::Map {
+                    map: "REASON_COUNTERS",
+                    source,
+                }
             })?;
-        let classes = PerCpuArray::try_from(take_map(&mut ebpf, "CLASS_COUNTERS")?)
-            .map_err(|source| DataplaneError::Map {
-                map: "CLASS_COUNTERS",
-                source,
+        let classes =
+            PerCpuArray::try_from(take_map(&mut ebpf, "CLASS_COUNTERS")?).map_err(|source| {
+                DataplaneError::Map {
+                    map: "CLASS_COUNTERS",
+                    source,
+                }
             })?;
         Ok(Self {
             ebpf,
@@ -374,7 +388,7 @@ impl Dataplane {
                 iface: name.to_owned(),
                 mode,
                 other: mode.other(),
-                source,
+                reason: error_chain(&source),
             });
         let link = match link {
             Ok(link) => link,
@@ -401,13 +415,12 @@ impl Dataplane {
     pub fn detach_all(&mut self) -> Vec<DataplaneError> {
         let mut errors = Vec::new();
         for a in std::mem::take(&mut self.attached) {
-            let result = xdp_program(&mut self.ebpf, MAIN_PROGRAM)
-                .and_then(|p| {
-                    p.detach(a.link).map_err(|source| DataplaneError::Detach {
-                        iface: a.info.name.clone(),
-                        source,
-                    })
-                });
+            let result = xdp_program(&mut self.ebpf, MAIN_PROGRAM).and_then(|p| {
+                p.detach(a.link).map_err(|source| DataplaneError::Detach {
+                    iface: a.info.name.clone(),
+                    source,
+                })
+            });
             if let Err(e) = result {
                 errors.push(e);
             }
@@ -466,23 +479,23 @@ impl PassProgram {
                 iface: iface.to_owned(),
                 mode: AttachMode::Native,
                 other: AttachMode::Skb,
-                source,
+                reason: error_chain(&source),
             })?;
-        let link = prog.take_link(id).map_err(|source| DataplaneError::Attach {
-            iface: iface.to_owned(),
-            mode: AttachMode::Native,
-            other: AttachMode::Skb,
-            source,
-        })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DataplaneError::Attach {
+                iface: iface.to_owned(),
+                mode: AttachMode::Native,
+                other: AttachMode::Skb,
+                reason: error_chain(&source),
+            })?;
         let fd_link: aya::programs::links::FdLink = link
             .try_into()
             .map_err(|_| PassAttachError::NotALink(iface.to_owned()))?;
-        fd_link
-            .pin(pin)
-            .map_err(|source| PassAttachError::Pin {
-                path: pin.display().to_string(),
-                source,
-            })?;
+        fd_link.pin(pin).map_err(|source| PassAttachError::Pin {
+            path: pin.display().to_string(),
+            source,
+        })?;
         Ok(())
     }
 }

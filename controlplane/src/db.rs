@@ -86,10 +86,12 @@ pub async fn put_setting(pool: &SqlitePool, key: &str, value: &str) -> Result<()
 }
 
 pub async fn get_setting(pool: &SqlitePool, key: &str) -> Result<Option<String>, DbError> {
-    Ok(sqlx::query_scalar("select value from setting where key = ?1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("select value from setting where key = ?1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Cheap liveness probe of the database.
@@ -108,7 +110,10 @@ mod tests {
         assert_eq!(get_setting(&pool, "k").await.expect("get"), None);
         put_setting(&pool, "k", "1").await.expect("put");
         put_setting(&pool, "k", "2").await.expect("update");
-        assert_eq!(get_setting(&pool, "k").await.expect("get").as_deref(), Some("2"));
+        assert_eq!(
+            get_setting(&pool, "k").await.expect("get").as_deref(),
+            Some("2")
+        );
     }
 
     #[tokio::test]
@@ -119,7 +124,10 @@ mod tests {
         put_setting(&pool, "a", "b").await.expect("put");
         pool.close().await;
         let pool = open(&path).await.expect("reopen");
-        assert_eq!(get_setting(&pool, "a").await.expect("get").as_deref(), Some("b"));
+        assert_eq!(
+            get_setting(&pool, "a").await.expect("get").as_deref(),
+            Some("b")
+        );
         pool.close().await;
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
@@ -129,6 +137,9 @@ mod tests {
         let err = open(Path::new("/proc/xdpgate-cannot-be-here/x.db"))
             .await
             .expect_err("must fail");
-        assert!(err.to_string().contains("/proc/xdpgate-cannot-be-here"), "{err}");
+        assert!(
+            err.to_string().contains("/proc/xdpgate-cannot-be-here"),
+            "{err}"
+        );
     }
 }

@@ -19,8 +19,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    bpffs,
-    client,
+    bpffs, client,
     dataplane::{self, AttachMode, PassProgram},
     netns::{self, NetnsError},
 };
@@ -187,7 +186,9 @@ impl Lab {
             (r.as_str(), r_if, format!("{r_v6}/64")),
             (host, HOST_IFACE, format!("{h_v6}/64")),
         ] {
-            netns::ip(["-n", ns, "-6", "addr", "replace", &addr, "dev", dev, "nodad"])?;
+            netns::ip([
+                "-n", ns, "-6", "addr", "replace", &addr, "dev", dev, "nodad",
+            ])?;
         }
         netns::ip(["-n", &r, "link", "set", r_if, "up"])?;
         netns::ip(["-n", host, "link", "set", HOST_IFACE, "up"])?;
@@ -255,7 +256,8 @@ impl Lab {
         std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
         let db = self.db_file();
         if let Some(parent) = db.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
         }
         let log = self.log_file();
         let out = std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;

@@ -6,8 +6,9 @@ fn main() -> std::process::ExitCode {
     match xdpgate::cli::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One clear sentence per cause, no backtrace.
-            eprintln!("xdpgate: {e:#}");
+            // One clear sentence: every error type here puts its cause in its
+            // own message, so the chain is not printed again.
+            eprintln!("xdpgate: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -11,7 +11,7 @@ use crate::maps::{CLASS_COUNTERS, IFACES, REASON_COUNTERS};
 pub fn iface_slot(ctx: &XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     // SAFETY: the value is read once and copied out.
-    match unsafe { IFACES.get(&ifindex) } {
+    match unsafe { IFACES.get(ifindex) } {
         Some(info) => info.counter_slot,
         None => 0,
     }
@@ -36,10 +36,16 @@ fn bump(cell: Option<*mut Counter>, len: u64) {
 
 #[inline(always)]
 pub fn count_reason(ctx: &XdpContext, slot: u32, reason: Reason) {
-    bump(REASON_COUNTERS.get_ptr_mut(reason_index(slot, reason)), frame_len(ctx));
+    bump(
+        REASON_COUNTERS.get_ptr_mut(reason_index(slot, reason)),
+        frame_len(ctx),
+    );
 }
 
 #[inline(always)]
 pub fn count_class(ctx: &XdpContext, slot: u32, class: Class) {
-    bump(CLASS_COUNTERS.get_ptr_mut(class_index(slot, class)), frame_len(ctx));
+    bump(
+        CLASS_COUNTERS.get_ptr_mut(class_index(slot, class)),
+        frame_len(ctx),
+    );
 }

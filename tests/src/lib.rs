@@ -1,1 +1,4 @@
-
+//! Shared helpers for the workspace integration tests (`tests/tests/*.rs`):
+//! a packet builder for `BPF_PROG_TEST_RUN` fixtures and lab support.
+pub mod frames;
+pub mod support;

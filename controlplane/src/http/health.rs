@@ -17,5 +17,7 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         .expect("dataplane lock poisoned")
         .attachments()
         .len();
-    Ok(Json(json!({ "status": "ok", "db": "ok", "attached_interfaces": attached })))
+    Ok(Json(
+        json!({ "status": "ok", "db": "ok", "attached_interfaces": attached }),
+    ))
 }

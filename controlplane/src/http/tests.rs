@@ -50,5 +50,10 @@ async fn unknown_path_is_a_json_404() {
     let (status, body) = get("/api/v1/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
-    assert!(body["error"]["message"].as_str().expect("message").contains("/api/v1/nope"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("/api/v1/nope")
+    );
 }

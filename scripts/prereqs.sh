@@ -1,0 +1,47 @@
+# Installs what xdpgate needs to build and run its tests on Debian 12, and
+# mounts bpffs. Sourced by scripts/setup and scripts/test; idempotent and
+# quiet when everything is already there. Versions: ../shared/NOTES.md.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (xdpgate loads BPF and creates network namespaces)"
+command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || die "Rust is missing: install rustup (https://rustup.rs) first"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
+# LLVM major), and the tools the lab and the tests drive.
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Nightly with rust-src: aya-build compiles the eBPF crate with -Z build-std=core.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  say "installing the nightly toolchain"
+  rustup toolchain install nightly --profile minimal --component rust-src
+fi
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  say "adding rust-src to nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+nightly_llvm=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+[ "$nightly_llvm" = 22 ] || die "nightly rustc uses LLVM $nightly_llvm; bpf-linker here is built against LLVM 22 (see ../shared/NOTES.md)"
+
+# bpf-linker from source against apt's LLVM 22 (its default feature wants
+# LLVM 23, which Debian does not ship; prebuilt binaries are not reachable).
+if ! command -v bpf-linker >/dev/null || ! bpf-linker --version >/dev/null 2>&1; then
+  say "building bpf-linker against LLVM 22 (about 40 s)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --no-default-features --features llvm-22
+fi
+
+# Kernel bits: bpffs for pinned links and maps.
+mountpoint -q /sys/fs/bpf || { say "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
