@@ -9,7 +9,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (xdpgate loads BPF and creates network namespaces)"
 command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || die "Rust is missing: install rustup (https://rustup.rs) first"
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$PATH"
 
 # Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
 # LLVM major), and the tools the lab and the tests drive.
