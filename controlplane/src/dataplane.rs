@@ -4,13 +4,23 @@ use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use dataplane_common::{
-    Class, Counter, IfaceInfo, MAX_IFACE_SLOTS, Reason, class_index, reason_index,
+    Class, Counter, IfaceInfo, MAX_IFACE_SLOTS, NeighKey, Neighbour, NextHop, NhGroup, Reason,
+    Route, RouteKeyV4, RouteKeyV6, VlanKey, class_index, reason_index,
 };
+use ipnet::IpNet;
 use serde::Serialize;
+
+use crate::{
+    fib::{Fib, FibError, Iface, MapOp},
+    ifinfo::{self, IfInfoError},
+};
 
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpgate"));
@@ -40,6 +50,12 @@ pub enum DataplaneError {
     },
     #[error("no interface named {0:?} in this network namespace")]
     NoSuchInterface(String),
+    #[error(transparent)]
+    IfInfo(#[from] IfInfoError),
+    #[error(transparent)]
+    Fib(#[from] FibError),
+    #[error("map PORTS: {0}")]
+    Port(String),
     #[error("attaching XDP to {iface} in {mode} mode failed ({reason}); try --xdp-mode {other}")]
     Attach {
         iface: String,
@@ -122,7 +138,10 @@ pub struct Attachment {
 
 struct Attached {
     info: Attachment,
-    link: XdpLinkId,
+    /// The port the program runs on (the parent of a VLAN sub-interface).
+    port: u32,
+    /// The link, on the first attachment to `port`.
+    link: Option<XdpLinkId>,
 }
 
 /// Frames and bytes.
@@ -233,10 +252,105 @@ impl CounterMaps {
     }
 }
 
-/// The loaded XDP object and everything attached from it.
+/// Typed handles of the forwarding maps; only [`Dataplane::apply`] writes them.
+struct FibMaps {
+    ifaces: HashMap<MapData, u32, IfaceInfo>,
+    vlans: HashMap<MapData, VlanKey, u32>,
+    ports: DevMapHash<MapData>,
+    nexthops: Array<MapData, NextHop>,
+    groups: Array<MapData, NhGroup>,
+    routes_v4: LpmTrie<MapData, RouteKeyV4, Route>,
+    routes_v6: LpmTrie<MapData, RouteKeyV6, Route>,
+    neighbours: HashMap<MapData, NeighKey, Neighbour>,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+/// A hash-map delete that treats "already gone" as done.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+impl FibMaps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        macro_rules! typed {
+            ($name:literal) => {
+                take_map(ebpf, $name)?.try_into().map_err(map_err($name))?
+            };
+        }
+        Ok(Self {
+            ifaces: typed!("IFACES"),
+            vlans: typed!("VLANS"),
+            ports: typed!("PORTS"),
+            nexthops: typed!("NEXTHOPS"),
+            groups: typed!("NH_GROUPS"),
+            routes_v4: typed!("ROUTES_V4"),
+            routes_v6: typed!("ROUTES_V6"),
+            neighbours: typed!("NEIGHBOURS"),
+        })
+    }
+
+    fn apply(&mut self, op: &MapOp) -> Result<(), DataplaneError> {
+        match op {
+            MapOp::SetIface(i, v) => self.ifaces.insert(i, v, 0).map_err(map_err("IFACES")),
+            MapOp::DelIface(i) => ignore_missing(self.ifaces.remove(i)).map_err(map_err("IFACES")),
+            MapOp::SetPort(i) => self
+                .ports
+                .insert(*i, *i, None, 0)
+                .map_err(|e| DataplaneError::Port(e.to_string())),
+            MapOp::DelPort(i) => ignore_missing(self.ports.remove(*i)).map_err(map_err("PORTS")),
+            MapOp::SetVlan(k, v) => self.vlans.insert(k, v, 0).map_err(map_err("VLANS")),
+            MapOp::DelVlan(k) => ignore_missing(self.vlans.remove(k)).map_err(map_err("VLANS")),
+            MapOp::SetNextHop(id, nh) => self.nexthops.set(*id, nh, 0).map_err(map_err("NEXTHOPS")),
+            MapOp::ClearNextHop(id) => self
+                .nexthops
+                .set(*id, NextHop::default(), 0)
+                .map_err(map_err("NEXTHOPS")),
+            MapOp::SetGroup(id, g) => self.groups.set(*id, g, 0).map_err(map_err("NH_GROUPS")),
+            MapOp::ClearGroup(id) => self
+                .groups
+                .set(*id, NhGroup::default(), 0)
+                .map_err(map_err("NH_GROUPS")),
+            MapOp::SetRoute(IpNet::V4(n), r) => self
+                .routes_v4
+                .insert(&Key::new(n.prefix_len().into(), n.network().octets()), r, 0)
+                .map_err(map_err("ROUTES_V4")),
+            MapOp::SetRoute(IpNet::V6(n), r) => self
+                .routes_v6
+                .insert(&Key::new(n.prefix_len().into(), n.network().octets()), r, 0)
+                .map_err(map_err("ROUTES_V6")),
+            MapOp::DelRoute(IpNet::V4(n)) => ignore_missing(
+                self.routes_v4
+                    .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
+            )
+            .map_err(map_err("ROUTES_V4")),
+            MapOp::DelRoute(IpNet::V6(n)) => ignore_missing(
+                self.routes_v6
+                    .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
+            )
+            .map_err(map_err("ROUTES_V6")),
+            MapOp::SetNeighbour(k, v) => self
+                .neighbours
+                .insert(k, v, 0)
+                .map_err(map_err("NEIGHBOURS")),
+            MapOp::DelNeighbour(k) => {
+                ignore_missing(self.neighbours.remove(k)).map_err(map_err("NEIGHBOURS"))
+            }
+        }
+    }
+}
+
+/// The loaded XDP object, the forwarding state and everything attached.
 pub struct Dataplane {
     ebpf: Ebpf,
-    ifaces: HashMap<MapData, u32, IfaceInfo>,
+    maps: FibMaps,
+    fib: Fib,
     counters: CounterMaps,
     attached: Vec<Attached>,
 }
@@ -308,12 +422,7 @@ impl Dataplane {
     pub fn load() -> Result<Self, DataplaneError> {
         let mut ebpf = load_object()?;
         load_program(&mut ebpf, MAIN_PROGRAM)?;
-        let ifaces = HashMap::try_from(take_map(&mut ebpf, "IFACES")?).map_err(|source| {
-            DataplaneError::Map {
-                map: "IFACES",
-                source,
-            }
-        })?;
+        let maps = FibMaps::take(&mut ebpf)?;
         let reasons =
             PerCpuArray::try_from(take_map(&mut ebpf, "REASON_COUNTERS")?).map_err(|source| {
                 DataplaneError::Map {
@@ -330,7 +439,8 @@ impl Dataplane {
             })?;
         Ok(Self {
             ebpf,
-            ifaces,
+            maps,
+            fib: Fib::new(),
             counters: CounterMaps { reasons, classes },
             attached: Vec::new(),
         })
@@ -349,52 +459,89 @@ impl Dataplane {
         self.attached.iter().map(|a| a.info.clone()).collect()
     }
 
-    fn free_slot(&self) -> Result<u32, DataplaneError> {
-        (1..MAX_IFACE_SLOTS)
-            .find(|s| self.attached.iter().all(|a| a.info.slot != *s))
-            .ok_or(DataplaneError::TooManyInterfaces)
+    /// The forwarding model the maps mirror.
+    pub fn fib(&self) -> &Fib {
+        &self.fib
     }
 
-    /// Register an interface's counter slot without attaching: used by
-    /// test runs, which name an ingress ifindex but attach nothing.
+    /// Apply map operations in order (the Fib orders them safely).
+    pub fn apply(&mut self, ops: &[MapOp]) -> Result<(), DataplaneError> {
+        for op in ops {
+            self.maps.apply(op)?;
+        }
+        Ok(())
+    }
+
+    /// Change the model with `f` and write the resulting operations.
+    pub fn update<F>(&mut self, f: F) -> Result<(), DataplaneError>
+    where
+        F: FnOnce(&mut Fib) -> Result<Vec<MapOp>, FibError>,
+    {
+        let ops = f(&mut self.fib)?;
+        self.apply(&ops)
+    }
+
+    /// Count frames arriving on `ifindex` under `slot` without routing them
+    /// (no `IFACE_F_FORWARD`): a hook for test runs, which name an ingress
+    /// ifindex but attach nothing. Use a slot the Fib does not hand out
+    /// (high numbers; the Fib assigns from 1 up).
     pub fn register(&mut self, ifindex: u32, slot: u32) -> Result<(), DataplaneError> {
         let info = IfaceInfo {
             counter_slot: slot,
-            flags: 0,
+            ..Default::default()
         };
-        self.ifaces
-            .insert(ifindex, info, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: "IFACES",
-                source,
-            })
+        self.maps.apply(&MapOp::SetIface(ifindex, info))
+    }
+
+    /// Manage `iface` (an interface of the calling thread's namespace) for
+    /// forwarding without attaching: test runs and VLAN sub-interfaces.
+    pub fn manage(&mut self, iface: Iface) -> Result<u32, DataplaneError> {
+        let ifindex = iface.ifindex;
+        self.update(|fib| fib.set_iface(iface))?;
+        Ok(self.fib.slot(ifindex).expect("just managed"))
     }
 
     /// Attach to `name` in the calling thread's network namespace. The
     /// interface is registered before the program goes live, so its first
-    /// frame is already counted under its own slot.
+    /// frame is already counted under its own slot. A VLAN sub-interface
+    /// attaches the program to its parent port (once) and registers both.
     pub fn attach(&mut self, name: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
         if self.attached.iter().any(|a| a.info.name == name) {
             return Err(DataplaneError::AlreadyAttached {
                 iface: name.to_owned(),
             });
         }
-        let ifindex = ifindex(name)?;
-        let slot = self.free_slot()?;
-        self.register(ifindex, slot)?;
-        let link = xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
-            .attach_to_if_index(ifindex, mode.xdp_mode())
-            .map_err(|source| DataplaneError::Attach {
-                iface: name.to_owned(),
-                mode,
-                other: mode.other(),
-                reason: error_chain(&source),
-            });
-        let link = match link {
-            Ok(link) => link,
-            Err(e) => {
-                let _ = self.ifaces.remove(&ifindex);
-                return Err(e);
+        let iface = ifinfo::read(name).map_err(|e| match e {
+            IfInfoError::NoSuchInterface(n) => DataplaneError::NoSuchInterface(n),
+            e => e.into(),
+        })?;
+        let ifindex = iface.ifindex;
+        let port = iface.parent_ifindex;
+        if port != ifindex && self.fib.iface(port).is_none() {
+            let parent = ifinfo::read_index(port)?;
+            self.manage(parent)?;
+        }
+        let slot = self.manage(iface)?;
+        let port_attached = self.attached.iter().any(|a| a.port == port);
+        let link = if port_attached {
+            None
+        } else {
+            let attached = xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
+                .attach_to_if_index(port, mode.xdp_mode())
+                .map_err(|source| DataplaneError::Attach {
+                    iface: name.to_owned(),
+                    mode,
+                    other: mode.other(),
+                    reason: error_chain(&source),
+                });
+            match attached {
+                Ok(link) => Some(link),
+                Err(e) => {
+                    if let Ok(ops) = self.fib.del_iface(ifindex) {
+                        let _ = self.apply(&ops);
+                    }
+                    return Err(e);
+                }
             }
         };
         let info = Attachment {
@@ -405,6 +552,7 @@ impl Dataplane {
         };
         self.attached.push(Attached {
             info: info.clone(),
+            port,
             link,
         });
         Ok(info)
@@ -415,8 +563,9 @@ impl Dataplane {
     pub fn detach_all(&mut self) -> Vec<DataplaneError> {
         let mut errors = Vec::new();
         for a in std::mem::take(&mut self.attached) {
+            let Some(link) = a.link else { continue };
             let result = xdp_program(&mut self.ebpf, MAIN_PROGRAM).and_then(|p| {
-                p.detach(a.link).map_err(|source| DataplaneError::Detach {
+                p.detach(link).map_err(|source| DataplaneError::Detach {
                     iface: a.info.name.clone(),
                     source,
                 })
@@ -424,7 +573,18 @@ impl Dataplane {
             if let Err(e) = result {
                 errors.push(e);
             }
-            let _ = self.ifaces.remove(&a.info.ifindex);
+        }
+        // Sub-interfaces first: a VLAN's parent must outlive it in the Fib.
+        let mut managed: Vec<(u32, u32)> = self
+            .fib
+            .ifaces()
+            .map(|(i, _)| (i.vlan_id, i.ifindex))
+            .collect();
+        managed.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, ifindex) in managed {
+            if let Err(e) = self.update(|fib| fib.del_iface(ifindex)) {
+                errors.push(e);
+            }
         }
         errors
     }

@@ -145,6 +145,12 @@ impl Lab {
         for ns in self.namespaces() {
             netns::add(&ns)?;
             netns::ip(["-n", &ns, "link", "set", "lo", "up"])?;
+            // No duplicate address detection: link-local addresses would stay
+            // tentative for a second or more after link-up, and ND from a
+            // tentative address fails. Set before the veths exist, so they
+            // inherit it.
+            netns::sysctl(&ns, "net.ipv6.conf.default.accept_dad", "0")?;
+            netns::sysctl(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
         }
         self.wire(&self.h1(), "eth1", R1_V4, H1_V4, R1_V6, H1_V6)?;
         self.wire(&self.h2(), "eth2", R2_V4, H2_V4, R2_V6, H2_V6)?;

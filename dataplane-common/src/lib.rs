@@ -8,10 +8,26 @@
 /// Highest interface counter slot. Slot 0 counts frames seen on an interface
 /// the control plane has not registered in [`IfaceInfo`] (it should not
 /// happen; a non-zero slot 0 is worth a look).
-pub const MAX_IFACE_SLOTS: u32 = 64;
+pub const MAX_IFACE_SLOTS: u32 = 256;
 
-/// Capacity of the `IFACES` hash map (managed interfaces).
+/// Capacity of the `IFACES` hash map (managed interfaces, VLAN
+/// sub-interfaces included) and of the `DEVMAP` redirect table.
 pub const MAX_IFACES: u32 = MAX_IFACE_SLOTS - 1;
+
+/// IPv4 routes: a full Internet table (about 1M prefixes) fits.
+pub const MAX_ROUTES_V4: u32 = 1 << 20;
+/// IPv6 routes.
+pub const MAX_ROUTES_V6: u32 = 1 << 18;
+/// Next hops (gateway + interface), shared by every route that uses them.
+pub const MAX_NEXTHOPS: u32 = 1 << 16;
+/// ECMP groups.
+pub const MAX_NH_GROUPS: u32 = 1 << 14;
+/// Members of one ECMP group.
+pub const MAX_ECMP: usize = 16;
+/// Neighbours (IPv4 and IPv6 together).
+pub const MAX_NEIGHBOURS: u32 = 1 << 17;
+/// VLAN sub-interfaces.
+pub const MAX_VLANS: u32 = 4096;
 
 /// How many 802.1Q / 802.1ad tags the parser walks before giving up.
 /// Two covers Q-in-Q; a third tag is counted as [`Reason::VlanTooDeep`].
@@ -27,7 +43,8 @@ pub const MAX_VLAN_DEPTH: usize = 2;
 pub enum Reason {
     /// Could not be parsed (truncated header, bad version or length): dropped.
     Malformed = 0,
-    /// Parsed unicast IP the fast path does not handle (yet): the kernel routes it.
+    /// Unicast IP that arrived on an interface XDP does not route for
+    /// (registered without `IFACE_F_FORWARD`, or not registered at all).
     NotForwarded = 1,
     /// ARP: the kernel answers and learns neighbours.
     Arp = 2,
@@ -45,13 +62,37 @@ pub enum Reason {
     Fragment = 8,
     /// IPv6 extension header other than Fragment (hop-by-hop, routing, ...).
     Ipv6ExtHeader = 9,
-    /// More VLAN tags than [`MAX_VLAN_DEPTH`].
+    /// More VLAN tags than [`MAX_VLAN_DEPTH`], or two tags on a frame to be
+    /// routed (Q-in-Q termination is the kernel's).
     VlanTooDeep = 10,
+    /// Routed by XDP: redirected to another interface (`bpf_redirect_map`).
+    Forwarded = 11,
+    /// Routed by XDP back out of the port it came in on (`XDP_TX`).
+    Transmitted = 12,
+    /// TTL / hop limit would reach 0: the kernel sends Time Exceeded.
+    TtlExceeded = 13,
+    /// No route: the kernel answers (ICMP unreachable) or drops.
+    NoRoute = 14,
+    /// For one of the box's own addresses: the kernel delivers it.
+    Local = 15,
+    /// A blackhole route: dropped silently, as the kernel would.
+    Blackhole = 16,
+    /// An unreachable or prohibit route: the kernel sends the ICMP error.
+    Unreachable = 17,
+    /// No neighbour entry for the next hop yet: the kernel resolves it.
+    NoNeighbour = 18,
+    /// Larger than the egress MTU: the kernel fragments or sends
+    /// Fragmentation Needed / Packet Too Big.
+    Mtu = 19,
+    /// Tagged with a VLAN id that has no managed sub-interface.
+    UnknownVlan = 20,
+    /// The next hop's interface is not managed by xdpgate.
+    EgressUnmanaged = 21,
 }
 
 impl Reason {
     /// Number of reasons: the stride of the per-interface counter block.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 22;
 
     /// Every reason in numeric order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -66,12 +107,25 @@ impl Reason {
         Reason::Fragment,
         Reason::Ipv6ExtHeader,
         Reason::VlanTooDeep,
+        Reason::Forwarded,
+        Reason::Transmitted,
+        Reason::TtlExceeded,
+        Reason::NoRoute,
+        Reason::Local,
+        Reason::Blackhole,
+        Reason::Unreachable,
+        Reason::NoNeighbour,
+        Reason::Mtu,
+        Reason::UnknownVlan,
+        Reason::EgressUnmanaged,
     ];
 
     /// The XDP action this reason leaves with.
     pub const fn action(self) -> Action {
         match self {
-            Reason::Malformed => Action::Drop,
+            Reason::Malformed | Reason::Blackhole => Action::Drop,
+            Reason::Forwarded => Action::Redirect,
+            Reason::Transmitted => Action::Tx,
             _ => Action::Pass,
         }
     }
@@ -90,6 +144,17 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::Ipv6ExtHeader => "ipv6_ext_header",
             Reason::VlanTooDeep => "vlan_too_deep",
+            Reason::Forwarded => "forwarded",
+            Reason::Transmitted => "transmitted",
+            Reason::TtlExceeded => "ttl_exceeded",
+            Reason::NoRoute => "no_route",
+            Reason::Local => "local",
+            Reason::Blackhole => "blackhole",
+            Reason::Unreachable => "unreachable",
+            Reason::NoNeighbour => "no_neighbour",
+            Reason::Mtu => "mtu",
+            Reason::UnknownVlan => "unknown_vlan",
+            Reason::EgressUnmanaged => "egress_unmanaged",
         }
     }
 }
@@ -202,15 +267,119 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Value of the `IFACES` map, keyed by ifindex (`u32`). Written by the control
-/// plane when it attaches to an interface.
+/// Value of the `IFACES` map, keyed by ifindex (`u32`): every managed
+/// interface, VLAN sub-interfaces included. Written by the control plane.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceInfo {
     /// Counter block of this interface, 1..MAX_IFACE_SLOTS.
     pub counter_slot: u32,
-    /// Reserved for interface flags; zero today.
+    /// `IFACE_F_*` bits.
     pub flags: u32,
+    /// L3 MTU: larger packets are punted ([`Reason::Mtu`]).
+    pub mtu: u32,
+    /// 802.1Q VLAN id of a sub-interface; 0 for an untagged interface.
+    pub vlan_id: u32,
+    /// The port frames leave by: the parent of a VLAN sub-interface, the
+    /// interface itself otherwise. Key of the `DEVMAP` redirect table.
+    pub parent_ifindex: u32,
+    /// Source MAC of frames sent from this interface.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The interface is up and may be used as an egress.
+pub const IFACE_F_UP: u32 = 1;
+/// Frames arriving here are routed by XDP. Without it the interface is only
+/// counted and everything goes to the kernel ([`Reason::NotForwarded`]).
+pub const IFACE_F_FORWARD: u32 = 2;
+
+/// Key of the IPv4 route table (`LPM_TRIE`): the address in network byte
+/// order; the trie's `prefix_len` is beside it.
+pub type RouteKeyV4 = [u8; 4];
+/// Key of the IPv6 route table.
+pub type RouteKeyV6 = [u8; 16];
+
+/// `Route::kind`: forward to next hop `Route::nh`.
+pub const ROUTE_UNICAST: u32 = 0;
+/// Forward to a member of ECMP group `Route::nh`.
+pub const ROUTE_MULTIPATH: u32 = 1;
+/// One of the box's own addresses (the kernel's `local` table).
+pub const ROUTE_LOCAL: u32 = 2;
+pub const ROUTE_BLACKHOLE: u32 = 3;
+pub const ROUTE_UNREACHABLE: u32 = 4;
+pub const ROUTE_PROHIBIT: u32 = 5;
+
+/// Value of `ROUTES_V4` / `ROUTES_V6`. Plain integers, not a Rust enum: the
+/// value comes from map memory, and an out-of-range enum would be UB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// `ROUTE_*`.
+    pub kind: u32,
+    /// Next-hop id (`ROUTE_UNICAST`) or group id (`ROUTE_MULTIPATH`).
+    pub nh: u32,
+}
+
+/// `NextHop::family`: a connected route; the packet's destination is the
+/// neighbour.
+pub const NH_CONNECTED: u32 = 0;
+/// The gateway is an IPv4 address (in the mapped form, see [`NeighKey`]).
+pub const NH_GATEWAY_V4: u32 = 4;
+/// The gateway is an IPv6 address.
+pub const NH_GATEWAY_V6: u32 = 6;
+
+/// Value of the `NEXTHOPS` array (index: next-hop id, 0 is never used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface (an `IFACES` key).
+    pub ifindex: u32,
+    /// `NH_*`.
+    pub family: u32,
+    /// Gateway address, as a neighbour key address.
+    pub gateway: [u8; 16],
+}
+
+/// Value of the `NH_GROUPS` array (index: group id, 0 is never used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NhGroup {
+    /// Members in use, 0..=MAX_ECMP; a flow takes `members[hash % count]`.
+    pub count: u32,
+    pub members: [u32; MAX_ECMP],
+}
+
+/// Key of the `NEIGHBOURS` hash. IPv4 addresses are stored IPv4-mapped
+/// (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2) so one map serves both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of the `NEIGHBOURS` hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Key of the `VLANS` hash: a tag seen on a port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VlanKey {
+    pub parent_ifindex: u32,
+    pub vid: u32,
+}
+
+/// An IPv4 address in the IPv4-mapped IPv6 form used by [`NeighKey`].
+pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 #[cfg(feature = "user")]
@@ -218,6 +387,12 @@ mod user {
     // SAFETY: all are repr(C), contain only integers and have no implicit padding.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::IfaceInfo {}
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::NhGroup {}
+    unsafe impl aya::Pod for super::NeighKey {}
+    unsafe impl aya::Pod for super::Neighbour {}
+    unsafe impl aya::Pod for super::VlanKey {}
 }
 
 #[cfg(test)]
@@ -237,15 +412,23 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Counter>(), 16);
-        assert_eq!(core::mem::size_of::<IfaceInfo>(), 8);
+        assert_eq!(core::mem::size_of::<IfaceInfo>(), 28);
+        assert_eq!(core::mem::size_of::<Route>(), 8);
+        assert_eq!(core::mem::size_of::<NextHop>(), 24);
+        assert_eq!(core::mem::size_of::<NhGroup>(), 4 + 4 * MAX_ECMP);
+        assert_eq!(core::mem::size_of::<NeighKey>(), 20);
+        assert_eq!(core::mem::size_of::<Neighbour>(), 8);
+        assert_eq!(core::mem::size_of::<VlanKey>(), 8);
     }
 
     #[test]
     fn counter_indices_do_not_overlap_between_slots() {
-        let last_of_slot0 = reason_index(0, Reason::VlanTooDeep);
+        let last_of_slot0 = reason_index(0, Reason::EgressUnmanaged);
         let first_of_slot1 = reason_index(1, Reason::Malformed);
         assert_eq!(last_of_slot0 + 1, first_of_slot1);
-        assert!(reason_index(MAX_IFACE_SLOTS - 1, Reason::VlanTooDeep) < REASON_COUNTER_ENTRIES);
+        assert!(
+            reason_index(MAX_IFACE_SLOTS - 1, Reason::EgressUnmanaged) < REASON_COUNTER_ENTRIES
+        );
         assert!(class_index(MAX_IFACE_SLOTS - 1, Class::Other) < CLASS_COUNTER_ENTRIES);
     }
 }
