@@ -9,6 +9,7 @@ use crate::{
     client,
     daemon::{self, RunConfig},
     dataplane::AttachMode,
+    fib::{NeighSpec, RouteSpec},
     lab::{DaemonOptions, Lab, LabOptions},
 };
 
@@ -55,6 +56,14 @@ pub struct RunArgs {
     /// Enter this network namespace after binding the API listener.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// Static route, as `ip route` writes it: "PREFIX via GW dev IF",
+    /// "PREFIX dev IF", several "via GW dev IF" for ECMP, or
+    /// "blackhole|unreachable|prohibit|local PREFIX". Repeatable.
+    #[arg(long = "route", value_name = "ROUTE")]
+    pub routes: Vec<RouteSpec>,
+    /// Static neighbour: "ADDRESS lladdr MAC dev IF". Repeatable.
+    #[arg(long = "neigh", value_name = "NEIGH")]
+    pub neighbours: Vec<NeighSpec>,
 }
 
 #[derive(Parser, Debug)]
@@ -147,6 +156,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             api: a.api,
             db: a.db,
             netns: a.netns,
+            routes: a.routes,
+            neighbours: a.neighbours,
         })?,
         Command::Stats(a) => stats(&a)?,
         Command::Lab { command } => lab(command)?,

@@ -12,7 +12,9 @@ use tracing::{info, warn};
 use crate::{
     bpffs,
     dataplane::{AttachMode, Dataplane, DataplaneError},
-    db, http, netns,
+    db,
+    fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
+    http, netns,
 };
 
 #[derive(Debug, Clone)]
@@ -25,6 +27,10 @@ pub struct RunConfig {
     /// stays reachable where the daemon was started, XDP and netlink work in
     /// the namespace (the lab's router).
     pub netns: Option<String>,
+    /// Static routes written into the XDP maps at start.
+    pub routes: Vec<RouteSpec>,
+    /// Static neighbours written into the XDP maps at start.
+    pub neighbours: Vec<NeighSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,10 @@ pub enum DaemonError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    #[error("--route {route}: {reason}")]
+    Route { route: String, reason: String },
+    #[error("--neigh {neigh}: {reason}")]
+    Neighbour { neigh: String, reason: String },
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("serving the API: {0}")]
@@ -106,11 +116,73 @@ fn attach_all(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// ifindex of a managed interface named `name`.
+fn managed_ifindex(dp: &Dataplane, name: &str) -> Option<u32> {
+    dp.fib()
+        .ifaces()
+        .find(|(i, _)| i.name == name)
+        .map(|(i, _)| i.ifindex)
+}
+
+/// Turn a `--route` flag into a Fib route over managed interfaces.
+fn route_target(dp: &Dataplane, spec: &RouteSpec) -> Result<RouteTarget, String> {
+    Ok(match &spec.kind {
+        RouteSpecKind::Local => RouteTarget::Local,
+        RouteSpecKind::Blackhole => RouteTarget::Blackhole,
+        RouteSpecKind::Unreachable => RouteTarget::Unreachable,
+        RouteSpecKind::Prohibit => RouteTarget::Prohibit,
+        RouteSpecKind::Via(hops) => {
+            let mut nexthops = Vec::new();
+            for (gateway, dev) in hops {
+                let ifindex = managed_ifindex(dp, dev)
+                    .ok_or_else(|| format!("{dev} is not one of the --iface interfaces"))?;
+                nexthops.push(NextHopSpec {
+                    gateway: *gateway,
+                    ifindex,
+                });
+            }
+            RouteTarget::Multipath { nexthops }
+        }
+    })
+}
+
+/// Write the static `--route` and `--neigh` flags into the maps.
+fn install_static(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
+    for spec in &cfg.routes {
+        let route_err = |reason: String| DaemonError::Route {
+            route: spec.prefix.to_string(),
+            reason,
+        };
+        let target = route_target(dp, spec).map_err(route_err)?;
+        dp.update(|fib| fib.set_route(spec.prefix, target))
+            .map_err(|e| route_err(e.to_string()))?;
+        info!(prefix = %spec.prefix, "static route");
+    }
+    for n in &cfg.neighbours {
+        let neigh_err = |reason: String| DaemonError::Neighbour {
+            neigh: n.addr.to_string(),
+            reason,
+        };
+        let ifindex = managed_ifindex(dp, &n.dev)
+            .ok_or_else(|| neigh_err(format!("{} is not one of the --iface interfaces", n.dev)))?;
+        dp.update(|fib| fib.set_neighbour(ifindex, n.addr, n.mac))
+            .map_err(|e| neigh_err(e.to_string()))?;
+        info!(addr = %n.addr, dev = %n.dev, "static neighbour");
+    }
+    Ok(())
+}
+
 async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
     let mut dp = Dataplane::load()?;
     attach_all(&mut dp, &cfg)?;
+    if let Err(e) = install_static(&mut dp, &cfg) {
+        for d in dp.detach_all() {
+            warn!("while backing out: {d}");
+        }
+        return Err(e);
+    }
     let dataplane = Arc::new(Mutex::new(dp));
     let state = http::AppState {
         dataplane: dataplane.clone(),

@@ -580,7 +580,7 @@ impl Dataplane {
             .ifaces()
             .map(|(i, _)| (i.vlan_id, i.ifindex))
             .collect();
-        managed.sort_by(|a, b| b.0.cmp(&a.0));
+        managed.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (_, ifindex) in managed {
             if let Err(e) = self.update(|fib| fib.del_iface(ifindex)) {
                 errors.push(e);

@@ -243,6 +243,51 @@ impl Lab {
         Ok(())
     }
 
+    /// MAC of a host's `eth0`.
+    pub fn host_mac(&self, host: &str) -> Result<String, LabError> {
+        let out = netns::ip(["-n", host, "-j", "link", "show", HOST_IFACE])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0]["address"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| LabError::Io {
+                what: format!("reading the MAC of {host}/{HOST_IFACE}"),
+                source: std::io::Error::other("no address in `ip -j link` output"),
+            })
+    }
+
+    /// `--route` / `--neigh` flags that give the daemon the lab's forwarding
+    /// state until the netlink sync feeds it from the kernel: connected
+    /// routes, the router's own addresses as local routes, and (if
+    /// `neighbours`) the hosts' neighbour entries.
+    pub fn static_fib_args(&self, neighbours: bool) -> Result<Vec<String>, LabError> {
+        let mut args = Vec::new();
+        let mut flag = |k: &str, v: String| {
+            args.push(k.to_owned());
+            args.push(v);
+        };
+        for (dev, net4, net6, r4, r6) in [
+            ("eth1", "198.18.1.0/24", "2001:db8:1::/64", R1_V4, R1_V6),
+            ("eth2", "198.18.2.0/24", "2001:db8:2::/64", R2_V4, R2_V6),
+        ] {
+            flag("--route", format!("{net4} dev {dev}"));
+            flag("--route", format!("{net6} dev {dev}"));
+            flag("--route", format!("local {r4}"));
+            flag("--route", format!("local {r6}"));
+        }
+        if neighbours {
+            for (host, dev, v4, v6) in [
+                (self.h1(), "eth1", H1_V4, H1_V6),
+                (self.h2(), "eth2", H2_V4, H2_V6),
+            ] {
+                let mac = self.host_mac(&host)?;
+                flag("--neigh", format!("{v4} lladdr {mac} dev {dev}"));
+                flag("--neigh", format!("{v6} lladdr {mac} dev {dev}"));
+            }
+        }
+        Ok(args)
+    }
+
     fn daemon_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.pid_file())
             .ok()?
@@ -278,6 +323,7 @@ impl Lab {
         for iface in ROUTER_IFACES {
             cmd.args(["--iface", iface]);
         }
+        cmd.args(self.static_fib_args(true)?);
         // Its own session: the daemon outlives the shell that ran `lab up`.
         use std::os::unix::process::CommandExt as _;
         // SAFETY: setsid is async-signal-safe.

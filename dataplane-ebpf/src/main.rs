@@ -6,41 +6,46 @@
 #![no_std]
 #![no_main]
 
+mod forward;
 mod headers;
 mod maps;
 mod parse;
+mod rewrite;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use dataplane_common::Reason;
-
-use crate::parse::Packet;
+use dataplane_common::{Class, Reason};
 
 #[xdp]
 pub fn xdpgate(ctx: XdpContext) -> u32 {
-    let slot = stats::iface_slot(&ctx);
-    let reason = decide(&ctx, slot);
-    finish(&ctx, slot, reason)
+    let (slot, reason, class) = decide(&ctx);
+    finish(&ctx, slot, reason, class)
 }
 
-/// Why this frame gets the verdict it gets. Malformed frames are dropped;
-/// everything the fast path does not decide is punted to the kernel.
+/// Why this frame gets the verdict it gets, and the counter slot and traffic
+/// class it is counted under. Malformed frames are dropped; frames the fast
+/// path must not decide are punted to the kernel with their reason.
 #[inline(always)]
-fn decide(ctx: &XdpContext, slot: u32) -> Reason {
-    let packet: Packet = match parse::parse(ctx) {
+fn decide(ctx: &XdpContext) -> (u32, Reason, Option<Class>) {
+    let (port, port_info) = stats::port(ctx);
+    let packet = match parse::parse(ctx) {
         Ok(packet) => packet,
-        Err(reason) => return reason,
+        Err(reason) => return (port_info.counter_slot, reason, None),
     };
-    stats::count_class(ctx, slot, packet.class);
-    match packet.exception {
-        Some(reason) => reason,
-        None => Reason::NotForwarded,
+    if let Some(reason) = packet.exception {
+        return (port_info.counter_slot, reason, Some(packet.class));
     }
+    let (slot, reason) = forward::forward(ctx, port, port_info, &packet);
+    (slot, reason, Some(packet.class))
 }
 
-/// The single exit: bump the per-CPU counters, return the verdict.
+/// The single exit: bump the per-CPU counters, return the verdict. The
+/// frame length is read here, after any rewrite.
 #[inline(always)]
-fn finish(ctx: &XdpContext, slot: u32, reason: Reason) -> u32 {
+fn finish(ctx: &XdpContext, slot: u32, reason: Reason, class: Option<Class>) -> u32 {
+    if let Some(class) = class {
+        stats::count_class(ctx, slot, class);
+    }
     stats::count_reason(ctx, slot, reason);
     reason.action() as u32
 }

@@ -20,6 +20,24 @@ pub struct Packet {
     pub class: Class,
     /// Set when the frame must go to the kernel for a reason of its own.
     pub exception: Option<Reason>,
+    /// Layer-3 details; zero for non-IP frames.
+    pub l3: L3,
+    /// 802.1Q/802.1ad tags in front of the L3 header (0..=MAX_VLAN_DEPTH).
+    pub vlan_depth: usize,
+    /// VLAN id of the outermost tag (when `vlan_depth > 0`).
+    pub vid: u32,
+}
+
+/// Where the IP header is and what the forward stage needs from it.
+#[derive(Clone, Copy, Default)]
+pub struct L3 {
+    /// 4 or 6; 0 for non-IP.
+    pub family: u8,
+    pub off: usize,
+    pub l4_off: usize,
+    pub protocol: u8,
+    /// IPv4 total length, or IPv6 payload length plus the fixed header.
+    pub len: usize,
 }
 
 /// Bounds-checked pointer to a `T` at `offset` from the frame start.
@@ -45,28 +63,45 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // Group bit of the destination MAC: broadcast or multicast (IEEE 802-2014 8.2).
     let l2_multicast = unsafe { (*eth).dst[0] } & 1 == 1;
-    let (ether_type, l3_off) = parse_vlans(ctx, be16(unsafe { (*eth).proto }))?;
+    let (ether_type, l3_off, vlan_depth, vid) = parse_vlans(ctx, be16(unsafe { (*eth).proto }))?;
 
-    let packet = match ether_type {
+    let mut packet = match ether_type {
         ETH_P_IP => parse_ipv4(ctx, l3_off)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
         ETH_P_ARP => {
             let _: *const ArpHdr = ptr_at(ctx, l3_off)?;
-            Packet {
-                class: Class::Arp,
-                exception: Some(Reason::Arp),
-            }
+            Packet::non_ip(Class::Arp, Reason::Arp)
         }
-        ETH_P_8021Q | ETH_P_8021AD => Packet {
-            class: Class::Other,
-            exception: Some(Reason::VlanTooDeep),
-        },
-        _ => Packet {
-            class: Class::Other,
-            exception: Some(Reason::UnknownEtherType),
-        },
+        ETH_P_8021Q | ETH_P_8021AD => Packet::non_ip(Class::Other, Reason::VlanTooDeep),
+        _ => Packet::non_ip(Class::Other, Reason::UnknownEtherType),
     };
+    packet.vlan_depth = vlan_depth;
+    packet.vid = vid;
     Ok(with_l2_multicast(packet, l2_multicast))
+}
+
+impl Packet {
+    #[inline(always)]
+    fn non_ip(class: Class, reason: Reason) -> Packet {
+        Packet {
+            class,
+            exception: Some(reason),
+            l3: L3::default(),
+            vlan_depth: 0,
+            vid: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn ip(class: Class, exception: Option<Reason>, l3: L3) -> Packet {
+        Packet {
+            class,
+            exception,
+            l3,
+            vlan_depth: 0,
+            vid: 0,
+        }
+    }
 }
 
 /// An L2 group destination on an IP frame is the kernel's, whatever the L3
@@ -87,21 +122,28 @@ fn with_l2_multicast(mut packet: Packet, l2_multicast: bool) -> Packet {
 }
 
 /// Walk up to [`MAX_VLAN_DEPTH`] 802.1Q / 802.1ad tags. Returns the inner
-/// EtherType and the offset of the L3 header. A deeper stack comes back with
-/// a VLAN EtherType, which `parse` counts as too deep.
+/// EtherType, the offset of the L3 header, the number of tags and the
+/// outermost VLAN id. A deeper stack comes back with a VLAN EtherType, which
+/// `parse` counts as too deep.
 #[inline(always)]
-fn parse_vlans(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Reason> {
+fn parse_vlans(ctx: &XdpContext, outer: u16) -> Result<(u16, usize, usize, u32), Reason> {
     let mut ether_type = outer;
     let mut off = size_of::<EthHdr>();
+    let mut depth = 0;
+    let mut vid = 0;
     for _ in 0..MAX_VLAN_DEPTH {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
         let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        if depth == 0 {
+            vid = (be16(unsafe { (*vlan).tci }) & 0x0fff) as u32;
+        }
         ether_type = be16(unsafe { (*vlan).proto });
         off += size_of::<VlanHdr>();
+        depth += 1;
     }
-    Ok((ether_type, off))
+    Ok((ether_type, off, depth, vid))
 }
 
 #[inline(always)]
@@ -137,7 +179,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
         _ => Class::Ipv4Other,
     };
     if first_fragment {
-        check_l4(ctx, protocol, l4_off)?;
+        check_l4(ctx, protocol, l4_off, off + tot_len)?;
     }
 
     let exception = if daddr[0] & 0xf0 == 0xe0 || daddr == [255; 4] {
@@ -151,7 +193,14 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
     } else {
         None
     };
-    Ok(Packet { class, exception })
+    let l3 = L3 {
+        family: 4,
+        off,
+        l4_off,
+        protocol,
+        len: tot_len,
+    };
+    Ok(Packet::ip(class, exception, l3))
 }
 
 #[inline(always)]
@@ -183,7 +232,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
         IPPROTO_ICMPV6 => Class::Ipv6Icmp,
         _ => Class::Ipv6Other,
     };
-    check_l4(ctx, nexthdr, l4_off)?;
+    check_l4(ctx, nexthdr, l4_off, l4_off + payload_len)?;
 
     let exception = if nexthdr == IPPROTO_ICMPV6 && is_nd(ctx, l4_off)? {
         Some(Reason::Ipv6Nd)
@@ -198,7 +247,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Packet, Reason> {
     } else {
         None
     };
-    Ok(Packet { class, exception })
+    let l3 = L3 {
+        family: 6,
+        off,
+        l4_off,
+        protocol: nexthdr,
+        len: size_of::<Ipv6Hdr>() + payload_len,
+    };
+    Ok(Packet::ip(class, exception, l3))
 }
 
 /// fe80::/10 (RFC 4291 2.5.6).
@@ -231,25 +287,36 @@ fn is_nd(ctx: &XdpContext, l4_off: usize) -> Result<bool, Reason> {
     Ok((133..=137).contains(&kind))
 }
 
-/// The L4 header must be whole; a TCP data offset must cover the fixed
-/// header and fit in the frame (RFC 9293 3.1).
+/// The L4 header must be whole inside the IP packet (`ip_end`, not the
+/// frame end: Ethernet padding after a short packet is not an L4 header); a
+/// TCP data offset must cover the fixed header and fit (RFC 9293 3.1).
+///
+/// The packet-pointer check (`ptr_at`) comes first on purpose: done after
+/// the `ip_end` comparison, LLVM proves it redundant from the earlier IP
+/// length check and deletes it, and the verifier then rejects the access.
 #[inline(always)]
-fn check_l4(ctx: &XdpContext, protocol: u8, off: usize) -> Result<(), Reason> {
-    match protocol {
+fn check_l4(ctx: &XdpContext, protocol: u8, off: usize, ip_end: usize) -> Result<(), Reason> {
+    let end = match protocol {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, off)?;
             let doff = ((unsafe { (*tcp).doff_res } >> 4) as usize) * 4;
-            if doff < size_of::<TcpHdr>() || off + doff > frame_len(ctx) {
+            if doff < size_of::<TcpHdr>() {
                 return Err(Reason::Malformed);
             }
+            off + doff
         }
         IPPROTO_UDP => {
             let _: *const UdpHdr = ptr_at(ctx, off)?;
+            off + size_of::<UdpHdr>()
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let _: *const IcmpHdr = ptr_at(ctx, off)?;
+            off + size_of::<IcmpHdr>()
         }
-        _ => {}
+        _ => return Ok(()),
+    };
+    if end > ip_end {
+        return Err(Reason::Malformed);
     }
     Ok(())
 }

@@ -1,19 +1,19 @@
 //! Per-CPU counters. No shared-map writes on the hot path: each CPU has its
 //! own cell, and the control plane sums them.
 use aya_ebpf::programs::XdpContext;
-use dataplane_common::{Class, Counter, Reason, class_index, reason_index};
+use dataplane_common::{Class, Counter, IfaceInfo, Reason, class_index, reason_index};
 
 use crate::maps::{CLASS_COUNTERS, IFACES, REASON_COUNTERS};
 
-/// The counter slot of the ingress interface; 0 if the control plane has not
-/// registered it.
+/// The ingress port and what the control plane registered for it. An
+/// unregistered port gets slot 0 and no flags: counted, never routed.
 #[inline(always)]
-pub fn iface_slot(ctx: &XdpContext) -> u32 {
+pub fn port(ctx: &XdpContext) -> (u32, IfaceInfo) {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: the value is read once and copied out.
+    // SAFETY: the value is copied out at once.
     match unsafe { IFACES.get(ifindex) } {
-        Some(info) => info.counter_slot,
-        None => 0,
+        Some(info) => (ifindex, *info),
+        None => (ifindex, IfaceInfo::default()),
     }
 }
 

@@ -1,0 +1,230 @@
+//! The fast path: route lookup, next hop (or ECMP member), neighbour,
+//! egress checks, rewrite, and the redirect. Anything it should not decide
+//! goes to the kernel with a reason (xdp-tools' xdp_forward.bpf.c punts the
+//! same way; the kernel then sends the ICMP errors and resolves neighbours).
+use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key, programs::XdpContext};
+use dataplane_common::{
+    IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
+    ROUTE_BLACKHOLE, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
+    ROUTE_UNREACHABLE, Reason, Route, VlanKey, ipv4_mapped,
+};
+
+use crate::{
+    headers::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
+    maps::{IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, VLANS},
+    parse::{L3, Packet, ptr_at},
+    rewrite,
+};
+
+/// The interface a frame arrived on, after VLAN demultiplexing.
+pub struct Ingress {
+    /// The physical port (the XDP attach point).
+    pub port: u32,
+    pub info: IfaceInfo,
+}
+
+/// Resolve the logical ingress interface of a tagged frame. Untagged frames
+/// belong to the port itself.
+#[inline(always)]
+pub fn ingress(port: u32, port_info: IfaceInfo, packet: &Packet) -> Result<Ingress, Reason> {
+    match packet.vlan_depth {
+        0 => Ok(Ingress {
+            port,
+            info: port_info,
+        }),
+        1 => {
+            let key = VlanKey {
+                parent_ifindex: port,
+                vid: packet.vid,
+            };
+            // SAFETY: the value is copied out at once.
+            let sub = unsafe { VLANS.get(key) }.ok_or(Reason::UnknownVlan)?;
+            let info = unsafe { IFACES.get(sub) }.ok_or(Reason::UnknownVlan)?;
+            Ok(Ingress { port, info: *info })
+        }
+        // Q-in-Q is terminated by the kernel, if at all.
+        _ => Err(Reason::VlanTooDeep),
+    }
+}
+
+/// Route `packet` (unicast IP, no exception) that arrived on `port`.
+/// Returns the counter slot (of the VLAN sub-interface, for a tagged frame)
+/// and the reason, which fixes the verdict; on `Forwarded` the redirect is
+/// already set up.
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    port: u32,
+    port_info: IfaceInfo,
+    packet: &Packet,
+) -> (u32, Reason) {
+    if port_info.flags & IFACE_F_FORWARD == 0 {
+        return (port_info.counter_slot, Reason::NotForwarded);
+    }
+    let ingress = match ingress(port, port_info, packet) {
+        Ok(i) => i,
+        Err(reason) => return (port_info.counter_slot, reason),
+    };
+    if ingress.info.flags & IFACE_F_FORWARD == 0 {
+        return (ingress.info.counter_slot, Reason::NotForwarded);
+    }
+    match try_forward(ctx, &ingress, packet) {
+        Ok(reason) | Err(reason) => (ingress.info.counter_slot, reason),
+    }
+}
+
+/// Destination and TTL / hop limit of the IP header.
+struct Dest {
+    /// IPv4-mapped for IPv4, as neighbour keys store it.
+    addr: [u8; 16],
+    ttl: u8,
+}
+
+#[inline(always)]
+fn lookup(ctx: &XdpContext, l3: &L3) -> Result<(Route, Dest), Reason> {
+    if l3.family == 4 {
+        let ip: *const Ipv4Hdr = ptr_at(ctx, l3.off)?;
+        let (daddr, ttl) = unsafe { ((*ip).daddr, (*ip).ttl) };
+        let route = ROUTES_V4.get(Key::new(32, daddr)).ok_or(Reason::NoRoute)?;
+        Ok((
+            *route,
+            Dest {
+                addr: ipv4_mapped(daddr),
+                ttl,
+            },
+        ))
+    } else {
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l3.off)?;
+        let (daddr, hop) = unsafe { ((*ip).daddr, (*ip).hop_limit) };
+        let route = ROUTES_V6.get(Key::new(128, daddr)).ok_or(Reason::NoRoute)?;
+        Ok((
+            *route,
+            Dest {
+                addr: daddr,
+                ttl: hop,
+            },
+        ))
+    }
+}
+
+#[inline(always)]
+fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<Reason, Reason> {
+    let l3 = &packet.l3;
+    let (route, dest) = lookup(ctx, l3)?;
+    let nh_id = match route.kind {
+        ROUTE_UNICAST => route.nh,
+        ROUTE_MULTIPATH => pick_member(ctx, l3, route.nh)?,
+        // Local before the TTL check: a packet for the box with TTL 1 is
+        // delivered, not expired (net/ipv4/ip_input.c routes before
+        // ip_forward() checks the TTL).
+        ROUTE_LOCAL => return Err(Reason::Local),
+        ROUTE_BLACKHOLE => return Err(Reason::Blackhole),
+        ROUTE_UNREACHABLE | ROUTE_PROHIBIT => return Err(Reason::Unreachable),
+        _ => return Err(Reason::NoRoute),
+    };
+    // Forwarding would take the TTL to 0: the kernel sends Time Exceeded
+    // (RFC 1812 5.3.1; net/ipv4/ip_forward.c).
+    if dest.ttl <= 1 {
+        return Err(Reason::TtlExceeded);
+    }
+    let nh: NextHop = *NEXTHOPS.get(nh_id).ok_or(Reason::NoRoute)?;
+    if nh.ifindex == 0 {
+        return Err(Reason::NoRoute);
+    }
+    // SAFETY: copied out at once.
+    let egress: IfaceInfo = *unsafe { IFACES.get(nh.ifindex) }.ok_or(Reason::EgressUnmanaged)?;
+    if egress.flags & IFACE_F_UP == 0 || PORTS.get_ifindex(egress.parent_ifindex).is_none() {
+        return Err(Reason::EgressUnmanaged);
+    }
+    if l3.len > egress.mtu as usize {
+        return Err(Reason::Mtu);
+    }
+    let neigh_addr = if nh.family == NH_CONNECTED {
+        dest.addr
+    } else {
+        nh.gateway
+    };
+    let key = NeighKey {
+        ifindex: nh.ifindex,
+        addr: neigh_addr,
+    };
+    // SAFETY: copied out at once.
+    let neigh = *unsafe { NEIGHBOURS.get(key) }.ok_or(Reason::NoNeighbour)?;
+
+    let l3_off = rewrite::l2(ctx, packet.vlan_depth, &neigh.mac, &egress)?;
+    rewrite::decrement_ttl(ctx, l3.family, l3_off)?;
+
+    if egress.parent_ifindex == ingress.port {
+        return Ok(Reason::Transmitted);
+    }
+    match PORTS.redirect(egress.parent_ifindex, 0) {
+        Ok(action) if action == xdp_action::XDP_REDIRECT => Ok(Reason::Forwarded),
+        // The port vanished between the check and now (a control-plane
+        // race): the frame is already rewritten for another hop, so the
+        // kernel would not take it; count it where it fits best.
+        _ => Err(Reason::EgressUnmanaged),
+    }
+}
+
+/// The ECMP member for this flow: a hash of the 5-tuple, so one flow keeps
+/// one path (RFC 2992 hash-threshold's goal, with modulo selection).
+#[inline(always)]
+fn pick_member(ctx: &XdpContext, l3: &L3, group_id: u32) -> Result<u32, Reason> {
+    let group = NH_GROUPS.get(group_id).ok_or(Reason::NoRoute)?;
+    let count = group.count;
+    if count == 0 {
+        return Err(Reason::NoRoute);
+    }
+    let idx = (flow_hash(ctx, l3)? % count) as usize;
+    // The verifier needs this bound on the array index. Do not also check
+    // `count <= MAX_ECMP` above: LLVM would then prove this check redundant
+    // and delete it.
+    if idx >= MAX_ECMP {
+        return Err(Reason::NoRoute);
+    }
+    Ok(group.members[idx])
+}
+
+/// Hash of (source, destination, protocol, ports).
+#[inline(always)]
+fn flow_hash(ctx: &XdpContext, l3: &L3) -> Result<u32, Reason> {
+    let mut h: u32 = 0x9e37_79b9 ^ l3.protocol as u32;
+    if l3.family == 4 {
+        let ip: *const Ipv4Hdr = ptr_at(ctx, l3.off)?;
+        h = mix(h, u32::from_ne_bytes(unsafe { (*ip).saddr }));
+        h = mix(h, u32::from_ne_bytes(unsafe { (*ip).daddr }));
+    } else {
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l3.off)?;
+        let (s, d) = unsafe { ((*ip).saddr, (*ip).daddr) };
+        for i in 0..4 {
+            let o = i * 4;
+            h = mix(h, u32::from_ne_bytes([s[o], s[o + 1], s[o + 2], s[o + 3]]));
+            h = mix(h, u32::from_ne_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]));
+        }
+    }
+    if l3.protocol == IPPROTO_TCP || l3.protocol == IPPROTO_UDP {
+        let ports: *const [u8; 4] = ptr_at(ctx, l3.l4_off)?;
+        h = mix(h, u32::from_ne_bytes(unsafe { *ports }));
+    }
+    Ok(fmix(h))
+}
+
+/// One round of a multiplicative hash.
+#[inline(always)]
+fn mix(h: u32, w: u32) -> u32 {
+    (h ^ w).wrapping_mul(0x0100_0193).rotate_left(13)
+}
+
+/// MurmurHash3's finaliser: every input bit affects every output bit.
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Keeps the `xdp_action` import honest for readers: these are the values
+/// `Reason::action` maps to.
+const _: () = assert!(xdp_action::XDP_TX == 3 && xdp_action::XDP_REDIRECT == 4);
