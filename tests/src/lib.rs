@@ -2,3 +2,4 @@
 //! a packet builder for `BPF_PROG_TEST_RUN` fixtures and lab support.
 pub mod frames;
 pub mod support;
+pub mod traffic;
