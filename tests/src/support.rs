@@ -78,6 +78,16 @@ impl Daemon {
         d.wait_healthy()
     }
 
+    /// Start with the lab's static forwarding state: connected and local
+    /// routes, and (if `neighbours`) the hosts as neighbours.
+    #[track_caller]
+    pub fn start_forwarding(lab: &Lab, neighbours: bool, extra: &[&str]) -> Daemon {
+        let mut args = lab.static_fib_args(neighbours).expect("lab FIB flags");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start(lab, &args)
+    }
+
     /// Start without waiting (for tests of failing starts).
     pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
         let api = free_port();
