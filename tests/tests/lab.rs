@@ -62,15 +62,12 @@ fn ping_crosses_as_a_counted_punt_with_kernel_forwarding_on() {
     assert!(ping(&lab.lab.h1(), H2_V4, 3), "IPv4 ping h1 -> h2 failed");
     assert!(ping(&lab.lab.h1(), H2_V6, 3), "IPv6 ping h1 -> h2 failed");
     let s = daemon.stats();
-    // Requests in on eth1, replies in on eth2; the kernel forwards both
-    // (the fast path lands with the forwarding issue).
+    // Requests in on eth1, replies in on eth2. The daemon has no routes, so
+    // XDP punts them (no_route) and the kernel forwards both.
     for dev in ROUTER_IFACES {
         assert!(counter(&s, dev, "classes", "ipv4_icmp") >= 3, "{dev}: {s}");
         assert!(counter(&s, dev, "classes", "ipv6_icmp") >= 3, "{dev}: {s}");
-        assert!(
-            counter(&s, dev, "reasons", "not_forwarded") >= 6,
-            "{dev}: {s}"
-        );
+        assert!(counter(&s, dev, "reasons", "no_route") >= 6, "{dev}: {s}");
         assert_eq!(counter(&s, dev, "reasons", "malformed"), 0, "{dev}: {s}");
     }
     // Address resolution went to the kernel under its own reasons.
@@ -87,9 +84,9 @@ fn ping_crosses_as_a_counted_punt_with_kernel_forwarding_on() {
 }
 
 #[test]
-fn with_kernel_forwarding_off_nothing_crosses_yet() {
-    // Until the fast path lands, XDP only punts; with the kernel's
-    // forwarding off nobody routes, and the punts are still counted.
+fn without_routes_nothing_crosses_with_kernel_forwarding_off() {
+    // A daemon with no routes only punts; with the kernel's forwarding off
+    // nobody routes, and the punts are still counted.
     let lab = lab(false);
     assert!(!lab.lab.kernel_forwarding().expect("read sysctl"));
     let daemon = Daemon::start(&lab.lab, &[]);
@@ -98,7 +95,7 @@ fn with_kernel_forwarding_off_nothing_crosses_yet() {
         "ping crossed with forwarding off"
     );
     let s = daemon.stats();
-    assert!(counter(&s, "eth1", "reasons", "not_forwarded") >= 2, "{s}");
+    assert!(counter(&s, "eth1", "reasons", "no_route") >= 2, "{s}");
     assert_eq!(counter(&s, "eth2", "classes", "ipv4_icmp"), 0, "{s}");
 }
 
