@@ -29,6 +29,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const MAIN_PROGRAM: &str = "xdpgate";
 /// Name of the pass-only program for veth peers in [`OBJECT`].
 pub const PASS_PROGRAM: &str = "xdp_pass";
+/// Benchmark floor: `XDP_TX` only.
+pub const FLOOR_PROGRAM: &str = "xdp_tx_floor";
+/// Benchmark sink: count and drop.
+pub const SINK_PROGRAM: &str = "xdp_sink";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -359,8 +363,33 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datap
     ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
 }
 
+/// How to load the object.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Decrement TTL / hop limit when forwarding. Off only for benchmarks
+    /// that replay one frame many times (`BPF_PROG_TEST_RUN` repeat reuses
+    /// the buffer, so a decremented TTL would expire after 63 runs).
+    pub ttl_decrement: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ttl_decrement: true,
+        }
+    }
+}
+
 fn load_object() -> Result<Ebpf, DataplaneError> {
-    Ebpf::load(OBJECT).map_err(|e| {
+    load_object_with(LoadOptions::default())
+}
+
+fn load_object_with(opts: LoadOptions) -> Result<Ebpf, DataplaneError> {
+    let ttl_dec: u8 = opts.ttl_decrement.into();
+    aya::EbpfLoader::new()
+        .override_global("TTL_DEC", &ttl_dec, true)
+        .load(OBJECT)
+        .map_err(|e| {
         let denied = matches!(
             &e,
             EbpfError::MapError(MapError::CreateError { io_error, .. })
@@ -420,7 +449,12 @@ pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
 impl Dataplane {
     /// Load the object and verify the main program; nothing is attached yet.
     pub fn load() -> Result<Self, DataplaneError> {
-        let mut ebpf = load_object()?;
+        Self::load_with(LoadOptions::default())
+    }
+
+    /// [`Dataplane::load`] with options (benchmarks).
+    pub fn load_with(opts: LoadOptions) -> Result<Self, DataplaneError> {
+        let mut ebpf = load_object_with(opts)?;
         load_program(&mut ebpf, MAIN_PROGRAM)?;
         let maps = FibMaps::take(&mut ebpf)?;
         let reasons =
@@ -449,6 +483,16 @@ impl Dataplane {
     /// The main program, for `BPF_PROG_TEST_RUN`.
     pub fn main_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         xdp_program(&mut self.ebpf, MAIN_PROGRAM)
+    }
+
+    /// The benchmark floor program (`XDP_TX` and nothing else), loaded on
+    /// first use, for `BPF_PROG_TEST_RUN` comparisons in the same run.
+    pub fn floor_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let prog = xdp_program(&mut self.ebpf, FLOOR_PROGRAM)?;
+        if prog.fd().is_err() {
+            load_program(&mut self.ebpf, FLOOR_PROGRAM)?;
+        }
+        xdp_program(&mut self.ebpf, FLOOR_PROGRAM)
     }
 
     pub fn counters(&self) -> &CounterMaps {
@@ -672,4 +716,40 @@ pub enum PassAttachError {
         #[source]
         source: aya::pin::PinError,
     },
+}
+
+/// A counting, dropping receiver for benchmarks, attached (not pinned) to an
+/// interface of the calling thread's namespace; detached on drop.
+pub struct Sink {
+    ebpf: Ebpf,
+    counter: PerCpuArray<MapData, Counter>,
+}
+
+impl Sink {
+    /// Load the sink and attach it natively to `ifindex`.
+    pub fn attach(iface: &str, ifindex: u32) -> Result<Self, DataplaneError> {
+        let mut ebpf = load_object()?;
+        load_program(&mut ebpf, SINK_PROGRAM)?;
+        xdp_program(&mut ebpf, SINK_PROGRAM)?
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .map_err(|source| DataplaneError::Attach {
+                iface: iface.to_owned(),
+                mode: AttachMode::Native,
+                other: AttachMode::Skb,
+                reason: error_chain(&source),
+            })?;
+        let counter = PerCpuArray::try_from(take_map(&mut ebpf, "SINK_COUNTER")?)
+            .map_err(map_err("SINK_COUNTER"))?;
+        Ok(Self { ebpf, counter })
+    }
+
+    /// Frames and bytes dropped so far, summed over CPUs.
+    pub fn count(&self) -> Result<Count, DataplaneError> {
+        CounterMaps::sum(&self.counter, 0).map_err(map_err("SINK_COUNTER"))
+    }
+
+    /// The loaded object (keeps the link alive while `self` lives).
+    pub fn object(&self) -> &Ebpf {
+        &self.ebpf
+    }
 }

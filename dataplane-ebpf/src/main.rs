@@ -58,6 +58,20 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The floor for benchmarks: the least an XDP forwarder can do (bounce the
+/// frame back out). Never attached by the daemon.
+#[xdp]
+pub fn xdp_tx_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Benchmark sink for the receiving veth: count (per CPU) and drop.
+#[xdp]
+pub fn xdp_sink(ctx: XdpContext) -> u32 {
+    stats::count_sink(&ctx);
+    xdp_action::XDP_DROP
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

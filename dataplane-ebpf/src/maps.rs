@@ -54,3 +54,7 @@ pub static REASON_COUNTERS: PerCpuArray<Counter> =
 #[map]
 pub static CLASS_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(CLASS_COUNTER_ENTRIES, 0);
+
+/// Frames and bytes `xdp_sink` dropped, per CPU (index 0). Benchmarks only.
+#[map]
+pub static SINK_COUNTER: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);

@@ -3,7 +3,7 @@
 use aya_ebpf::programs::XdpContext;
 use dataplane_common::{Class, Counter, IfaceInfo, Reason, class_index, reason_index};
 
-use crate::maps::{CLASS_COUNTERS, IFACES, REASON_COUNTERS};
+use crate::maps::{CLASS_COUNTERS, IFACES, REASON_COUNTERS, SINK_COUNTER};
 
 /// The ingress port and what the control plane registered for it. An
 /// unregistered port gets slot 0 and no flags: counted, never routed.
@@ -48,4 +48,9 @@ pub fn count_class(ctx: &XdpContext, slot: u32, class: Class) {
         CLASS_COUNTERS.get_ptr_mut(class_index(slot, class)),
         frame_len(ctx),
     );
+}
+
+#[inline(always)]
+pub fn count_sink(ctx: &XdpContext) {
+    bump(SINK_COUNTER.get_ptr_mut(0), frame_len(ctx));
 }
