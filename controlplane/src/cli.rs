@@ -32,6 +32,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the dataplane counters of a running daemon.
     Stats(StatsArgs),
+    /// Print the routes the XDP maps hold.
+    Routes(ViewArgs),
+    /// Print the neighbours the XDP maps hold.
+    Neighbours(ViewArgs),
+    /// Print the interfaces XDP manages.
+    Links(ViewArgs),
     /// The namespace lab: the embedded default topology.
     Lab {
         #[command(subcommand)]
@@ -64,6 +70,17 @@ pub struct RunArgs {
     /// Static neighbour: "ADDRESS lladdr MAC dev IF". Repeatable.
     #[arg(long = "neigh", value_name = "NEIGH")]
     pub neighbours: Vec<NeighSpec>,
+    /// Do not follow the kernel's routes and neighbours (only --route and
+    /// --neigh feed the maps).
+    #[arg(long)]
+    pub no_kernel_sync: bool,
+    /// Routing table whose routes XDP follows (repeatable; in order of
+    /// preference). The local table's own addresses are always followed.
+    #[arg(long = "table", value_name = "ID", default_values_t = [crate::netlink::RT_TABLE_MAIN])]
+    pub tables: Vec<u32>,
+    /// Netlink receive buffer in bytes (for tests that force overruns).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub netlink_rcvbuf: Option<usize>,
 }
 
 #[derive(Parser, Debug)]
@@ -77,6 +94,21 @@ pub struct StatsArgs {
     /// Also print counters that are zero.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Parser, Debug)]
+pub struct ViewArgs {
+    #[arg(long, default_value = DEFAULT_API)]
+    pub api: SocketAddr,
+    /// Only routes inside this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only entries on this interface.
+    #[arg(long)]
+    pub dev: Option<String>,
+    /// Print the raw JSON items instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,8 +190,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             netns: a.netns,
             routes: a.routes,
             neighbours: a.neighbours,
+            kernel_sync: !a.no_kernel_sync,
+            tables: a.tables,
+            netlink_rcvbuf: a.netlink_rcvbuf,
         })?,
         Command::Stats(a) => stats(&a)?,
+        Command::Routes(a) => view(&a, "routes")?,
+        Command::Neighbours(a) => view(&a, "neighbours")?,
+        Command::Links(a) => view(&a, "links")?,
         Command::Lab { command } => lab(command)?,
     }
     Ok(())
@@ -173,6 +211,109 @@ fn stats(a: &StatsArgs) -> anyhow::Result<()> {
         print!("{}", render_stats(&v, a.all));
     }
     Ok(())
+}
+
+/// Fetch every page of `/api/v1/<what>` with the filters of `a`.
+fn fetch_all(a: &ViewArgs, what: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut query = vec!["limit=1000".to_owned()];
+    if let Some(p) = &a.prefix {
+        query.push(format!("prefix={p}"));
+    }
+    if let Some(d) = &a.dev {
+        query.push(format!("dev={d}"));
+    }
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.clone();
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={c}"));
+        }
+        let v = client::get_json(a.api, &format!("/api/v1/{what}?{}", q.join("&")))?;
+        items.extend(v["items"].as_array().cloned().unwrap_or_default());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(items),
+        }
+    }
+}
+
+fn view(a: &ViewArgs, what: &str) -> anyhow::Result<()> {
+    let items = fetch_all(a, what)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    print!("{}", render_view(what, &items));
+    Ok(())
+}
+
+/// Routes, neighbours or links as a table.
+pub fn render_view(what: &str, items: &[serde_json::Value]) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    match what {
+        "routes" => {
+            let _ = writeln!(out, "{:<44} {:<12} NEXT HOPS", "PREFIX", "TYPE");
+            for r in items {
+                let hops: Vec<String> = r["nexthops"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| match h["gateway"].as_str() {
+                        Some(g) => format!("via {g} dev {}", s(&h["dev"])),
+                        None => format!("dev {}", s(&h["dev"])),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<44} {:<12} {}",
+                    s(&r["prefix"]),
+                    s(&r["type"]),
+                    hops.join(", ")
+                );
+            }
+        }
+        "neighbours" => {
+            let _ = writeln!(out, "{:<40} {:<18} DEV", "ADDRESS", "MAC");
+            for n in items {
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:<18} {}",
+                    s(&n["address"]),
+                    s(&n["mac"]),
+                    s(&n["dev"])
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "{:<12} {:>7} {:<18} {:>6} {:<5} {:>5} {:>7}",
+                "NAME", "IFINDEX", "MAC", "MTU", "UP", "VLAN", "PARENT"
+            );
+            for l in items {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:>7} {:<18} {:>6} {:<5} {:>5} {:>7}",
+                    s(&l["name"]),
+                    s(&l["ifindex"]),
+                    s(&l["mac"]),
+                    s(&l["mtu"]),
+                    s(&l["up"]),
+                    s(&l["vlan_id"]),
+                    s(&l["parent_ifindex"])
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "({} {what})", items.len());
+    out
 }
 
 /// The `/api/v1/stats` answer as a table: one row per interface and

@@ -6,7 +6,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -14,8 +17,18 @@ use crate::{
     dataplane::{AttachMode, Dataplane, DataplaneError},
     db,
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
-    http, netns,
+    http,
+    netlink::{
+        self,
+        reconcile::{Reconciler, SyncConfig},
+        source::RtnlSource,
+        sync::SyncStatus,
+    },
+    netns,
 };
+
+/// How long the daemon waits for the first kernel snapshot before serving.
+const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -31,6 +44,12 @@ pub struct RunConfig {
     pub routes: Vec<RouteSpec>,
     /// Static neighbours written into the XDP maps at start.
     pub neighbours: Vec<NeighSpec>,
+    /// Follow the kernel's links, routes and neighbours over netlink.
+    pub kernel_sync: bool,
+    /// Routing tables whose routes XDP follows.
+    pub tables: Vec<u32>,
+    /// Netlink receive buffer in bytes (tests shrink it to force overruns).
+    pub netlink_rcvbuf: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,10 +202,40 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         }
         return Err(e);
     }
+    let managed: Vec<String> = dp.fib().ifaces().map(|(i, _)| i.name.clone()).collect();
     let dataplane = Arc::new(Mutex::new(dp));
+    let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
+    if cfg.kernel_sync {
+        let reconciler = Reconciler::new(
+            SyncConfig {
+                tables: cfg.tables.clone(),
+            },
+            managed,
+        );
+        let source = RtnlSource::new(cfg.netlink_rcvbuf);
+        tokio::spawn(netlink::sync::run(
+            source,
+            reconciler,
+            dataplane.clone(),
+            sync_tx,
+        ));
+        // Serve once the maps follow the kernel, so "healthy" means
+        // "forwarding"; a slow dump (a full table) is waited for, bounded.
+        let mut rx = sync_rx.clone();
+        match tokio::time::timeout(FIRST_SYNC_WAIT, rx.wait_for(|s| s.in_sync)).await {
+            Ok(_) => info!("kernel state synchronised"),
+            Err(_) => warn!(
+                "no complete kernel snapshot after {} s; serving, sync continues",
+                FIRST_SYNC_WAIT.as_secs()
+            ),
+        }
+    } else {
+        info!("kernel sync off: only --route/--neigh feed the maps");
+    }
     let state = http::AppState {
         dataplane: dataplane.clone(),
         db: pool.clone(),
+        sync: sync_rx,
     };
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|source| DaemonError::Listen {

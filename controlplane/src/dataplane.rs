@@ -390,17 +390,17 @@ fn load_object_with(opts: LoadOptions) -> Result<Ebpf, DataplaneError> {
         .override_global("TTL_DEC", &ttl_dec, true)
         .load(OBJECT)
         .map_err(|e| {
-        let denied = matches!(
-            &e,
-            EbpfError::MapError(MapError::CreateError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EPERM)
-        );
-        if denied {
-            DataplaneError::Permission(e)
-        } else {
-            DataplaneError::Load(e)
-        }
-    })
+            let denied = matches!(
+                &e,
+                EbpfError::MapError(MapError::CreateError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EPERM)
+            );
+            if denied {
+                DataplaneError::Permission(e)
+            } else {
+                DataplaneError::Load(e)
+            }
+        })
 }
 
 fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {

@@ -18,10 +18,13 @@ use dataplane_common::{
     IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, MAX_IFACE_SLOTS, MAX_NEIGHBOURS,
     MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VLANS, NH_CONNECTED,
     NH_GATEWAY_V4, NH_GATEWAY_V6, NeighKey, Neighbour, NextHop, NhGroup, ROUTE_BLACKHOLE,
-    ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST, ROUTE_UNREACHABLE, Route, VlanKey,
-    ipv4_mapped,
+    ROUTE_KERNEL, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST, ROUTE_UNREACHABLE,
+    Route, VlanKey, ipv4_mapped,
 };
 pub use ipnet::IpNet;
+
+/// Most members an ECMP group can have in XDP.
+pub const MAX_ECMP_MEMBERS: usize = MAX_ECMP;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -123,12 +126,18 @@ impl NextHopSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum RouteTarget {
-    Unicast { nexthop: NextHopSpec },
-    Multipath { nexthops: Vec<NextHopSpec> },
+    Unicast {
+        nexthop: NextHopSpec,
+    },
+    Multipath {
+        nexthops: Vec<NextHopSpec>,
+    },
     Local,
     Blackhole,
     Unreachable,
     Prohibit,
+    /// Routed by the kernel through an interface XDP does not own: punt.
+    Kernel,
 }
 
 /// An interface as XDP needs to know it.
@@ -458,6 +467,7 @@ impl Fib {
             RouteTarget::Blackhole => simple(ROUTE_BLACKHOLE),
             RouteTarget::Unreachable => simple(ROUTE_UNREACHABLE),
             RouteTarget::Prohibit => simple(ROUTE_PROHIBIT),
+            RouteTarget::Kernel => simple(ROUTE_KERNEL),
             RouteTarget::Unicast { nexthop } => Route {
                 kind: ROUTE_UNICAST,
                 nh: self.ref_nexthop(*nexthop, ops)?,
@@ -753,6 +763,7 @@ impl fmt::Display for RouteTarget {
             RouteTarget::Blackhole => f.write_str("blackhole"),
             RouteTarget::Unreachable => f.write_str("unreachable"),
             RouteTarget::Prohibit => f.write_str("prohibit"),
+            RouteTarget::Kernel => f.write_str("kernel"),
         }
     }
 }

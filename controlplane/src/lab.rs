@@ -256,9 +256,9 @@ impl Lab {
             })
     }
 
-    /// `--route` / `--neigh` flags that give the daemon the lab's forwarding
-    /// state until the netlink sync feeds it from the kernel: connected
-    /// routes, the router's own addresses as local routes, and (if
+    /// `--route` / `--neigh` flags that give a daemon the lab's forwarding
+    /// state by hand (the default lab learns it from the kernel instead):
+    /// connected routes, the router's own addresses as local routes, and (if
     /// `neighbours`) the hosts' neighbour entries.
     pub fn static_fib_args(&self, neighbours: bool) -> Result<Vec<String>, LabError> {
         let mut args = Vec::new();
@@ -323,7 +323,6 @@ impl Lab {
         for iface in ROUTER_IFACES {
             cmd.args(["--iface", iface]);
         }
-        cmd.args(self.static_fib_args(true)?);
         // Its own session: the daemon outlives the shell that ran `lab up`.
         use std::os::unix::process::CommandExt as _;
         // SAFETY: setsid is async-signal-safe.

@@ -10,5 +10,6 @@ pub mod fib;
 pub mod http;
 pub mod ifinfo;
 pub mod lab;
+pub mod netlink;
 pub mod netns;
 pub mod testrun;

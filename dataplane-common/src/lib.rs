@@ -309,6 +309,9 @@ pub const ROUTE_LOCAL: u32 = 2;
 pub const ROUTE_BLACKHOLE: u32 = 3;
 pub const ROUTE_UNREACHABLE: u32 = 4;
 pub const ROUTE_PROHIBIT: u32 = 5;
+/// The kernel routes this prefix through an interface xdpgate does not
+/// manage (or that is down): punt, so a covering route cannot catch it.
+pub const ROUTE_KERNEL: u32 = 6;
 
 /// Value of `ROUTES_V4` / `ROUTES_V6`. Plain integers, not a Rust enum: the
 /// value comes from map memory, and an out-of-range enum would be UB.

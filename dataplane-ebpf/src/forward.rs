@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key, programs::XdpContext};
 use dataplane_common::{
     IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
-    ROUTE_BLACKHOLE, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
+    ROUTE_BLACKHOLE, ROUTE_KERNEL, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
     ROUTE_UNREACHABLE, Reason, Route, VlanKey, ipv4_mapped,
 };
 
@@ -120,6 +120,7 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
         ROUTE_LOCAL => return Err(Reason::Local),
         ROUTE_BLACKHOLE => return Err(Reason::Blackhole),
         ROUTE_UNREACHABLE | ROUTE_PROHIBIT => return Err(Reason::Unreachable),
+        ROUTE_KERNEL => return Err(Reason::EgressUnmanaged),
         _ => return Err(Reason::NoRoute),
     };
     // Forwarding would take the TTL to 0: the kernel sends Time Exceeded

@@ -12,6 +12,8 @@ use serde_json::json;
 pub enum Error {
     #[error("no such resource: {0}")]
     NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error(transparent)]
@@ -22,6 +24,7 @@ impl Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Dataplane(_) | Error::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -29,6 +32,7 @@ impl Error {
     fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
+            Error::BadRequest(_) => "bad_request",
             Error::Dataplane(_) | Error::Db(_) => "internal",
         }
     }
@@ -54,4 +58,26 @@ impl IntoResponse for Error {
 
 pub async fn not_found(uri: Uri) -> Error {
     Error::NotFound(uri.path().to_owned())
+}
+
+/// `Query` whose rejection (unknown field, wrong type) is an [`Error`], so
+/// bad query strings get the same JSON error shape as everything else.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| Error::BadRequest(e.body_text()))
+    }
 }

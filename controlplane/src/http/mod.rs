@@ -1,6 +1,7 @@
 //! The HTTP API. `app(state)` builds the router; serving is the daemon's, so
 //! tests call `app(state).oneshot(request)` with no socket.
 mod error;
+mod fib;
 mod health;
 mod stats;
 
@@ -8,21 +9,24 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use sqlx::SqlitePool;
+use tokio::sync::watch;
 
 pub use self::error::Error;
-use crate::dataplane::Dataplane;
+use crate::{dataplane::Dataplane, netlink::sync::SyncStatus};
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub dataplane: Arc<Mutex<Dataplane>>,
     pub db: SqlitePool,
+    /// The kernel sync's progress.
+    pub sync: watch::Receiver<SyncStatus>,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
-        .nest("/api/v1", stats::router())
+        .nest("/api/v1", stats::router().merge(fib::router()))
         .fallback(error::not_found)
         .with_state(state)
 }

@@ -12,6 +12,7 @@ async fn state() -> AppState {
     AppState {
         dataplane: Arc::new(Mutex::new(dataplane)),
         db,
+        sync: watch::channel(SyncStatus::default()).1,
     }
 }
 

@@ -1,0 +1,206 @@
+//! Read-only views of what the XDP maps hold: routes, neighbours, links.
+//! Every list is paged: `limit` (1..=1000, default 100) and an opaque
+//! `cursor` from the previous page's `next_cursor`.
+use std::{collections::HashMap, net::IpAddr};
+
+use axum::{Json, Router, extract::State, routing::get};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, Error, error::ApiQuery};
+use crate::fib::{self, IpNet, RouteTarget};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/routes", get(routes))
+        .route("/neighbours", get(neighbours))
+        .route("/links", get(links))
+}
+
+pub const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    /// Routes: only prefixes inside this one.
+    pub prefix: Option<String>,
+    /// Only entries on this interface.
+    pub dev: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Entries matching the filters, over all pages.
+    pub total: usize,
+    pub next_cursor: Option<String>,
+}
+
+fn page<T>(all: Vec<T>, q: &ListQuery) -> Result<Page<T>, Error> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}, not {limit}"
+        )));
+    }
+    let start = match &q.cursor {
+        None => 0,
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest(format!("cursor {c:?} is not one this API gave")))?,
+    };
+    let total = all.len();
+    let end = (start + limit).min(total);
+    let next_cursor = (end < total).then(|| end.to_string());
+    let items = all.into_iter().skip(start).take(limit).collect();
+    Ok(Page {
+        items,
+        total,
+        next_cursor,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct NextHopView {
+    pub gateway: Option<IpAddr>,
+    pub dev: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub prefix: IpNet,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub nexthops: Vec<NextHopView>,
+}
+
+fn names(fib: &fib::Fib) -> HashMap<u32, String> {
+    fib.ifaces()
+        .map(|(i, _)| (i.ifindex, i.name.clone()))
+        .collect()
+}
+
+fn route_view(prefix: IpNet, t: &RouteTarget, names: &HashMap<u32, String>) -> RouteView {
+    let hop = |n: &fib::NextHopSpec| NextHopView {
+        gateway: n.gateway,
+        dev: names
+            .get(&n.ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex {}", n.ifindex)),
+    };
+    let (kind, nexthops) = match t {
+        RouteTarget::Unicast { nexthop } => ("unicast", vec![hop(nexthop)]),
+        RouteTarget::Multipath { nexthops } => ("multipath", nexthops.iter().map(hop).collect()),
+        RouteTarget::Local => ("local", vec![]),
+        RouteTarget::Blackhole => ("blackhole", vec![]),
+        RouteTarget::Unreachable => ("unreachable", vec![]),
+        RouteTarget::Prohibit => ("prohibit", vec![]),
+        RouteTarget::Kernel => ("kernel", vec![]),
+    };
+    RouteView {
+        prefix,
+        kind,
+        nexthops,
+    }
+}
+
+async fn routes(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<RouteView>>, Error> {
+    let within = q
+        .prefix
+        .as_deref()
+        .map(fib::parse_prefix)
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let dp = state.dataplane.lock().expect("dataplane lock poisoned");
+    let names = names(dp.fib());
+    let all: Vec<RouteView> = dp
+        .fib()
+        .routes()
+        .filter(|(p, _)| within.is_none_or(|w| w.contains(*p)))
+        .map(|(p, t)| route_view(*p, t, &names))
+        .filter(|r| {
+            q.dev
+                .as_ref()
+                .is_none_or(|d| r.nexthops.iter().any(|n| &n.dev == d))
+        })
+        .collect();
+    drop(dp);
+    Ok(Json(page(all, &q)?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct NeighbourView {
+    pub address: IpAddr,
+    pub mac: String,
+    pub dev: String,
+}
+
+async fn neighbours(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<NeighbourView>>, Error> {
+    if q.prefix.is_some() {
+        return Err(Error::BadRequest("neighbours take no prefix filter".into()));
+    }
+    let dp = state.dataplane.lock().expect("dataplane lock poisoned");
+    let names = names(dp.fib());
+    let mut all: Vec<NeighbourView> = dp
+        .fib()
+        .neighbours()
+        .map(|(i, a, m)| NeighbourView {
+            address: a,
+            mac: fib::fmt_mac(&m),
+            dev: names
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {i}")),
+        })
+        .filter(|n| q.dev.as_ref().is_none_or(|d| &n.dev == d))
+        .collect();
+    drop(dp);
+    all.sort_by(|a, b| (&a.dev, a.address).cmp(&(&b.dev, b.address)));
+    Ok(Json(page(all, &q)?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkView {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub vlan_id: u32,
+    pub parent_ifindex: u32,
+    pub counter_slot: u32,
+}
+
+async fn links(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<LinkView>>, Error> {
+    if q.prefix.is_some() {
+        return Err(Error::BadRequest("links take no prefix filter".into()));
+    }
+    let dp = state.dataplane.lock().expect("dataplane lock poisoned");
+    let all: Vec<LinkView> = dp
+        .fib()
+        .ifaces()
+        .filter(|(i, _)| q.dev.as_ref().is_none_or(|d| &i.name == d))
+        .map(|(i, slot)| LinkView {
+            name: i.name.clone(),
+            ifindex: i.ifindex,
+            mac: fib::fmt_mac(&i.mac),
+            mtu: i.mtu,
+            up: i.up,
+            vlan_id: i.vlan_id,
+            parent_ifindex: i.parent_ifindex,
+            counter_slot: slot,
+        })
+        .collect();
+    drop(dp);
+    Ok(Json(page(all, &q)?))
+}
