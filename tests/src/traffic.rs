@@ -125,6 +125,23 @@ pub fn udp_burst(
     server.join().map_err(|_| "server panicked".to_owned())?
 }
 
+/// 8 MiB of receive buffer (SO_RCVBUFFORCE, root only): a burst must not
+/// be lost in the receiving socket when the test box is busy.
+fn big_receive_buffer(s: &UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: a valid socket fd and an int option.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// The kernel's own SNMP counters of namespace `ns`, as `nstat` reads them
 /// (`nstat -saz`: absolute values, no history file, zeros included).
 pub fn nstat(ns: &str) -> std::collections::HashMap<String, u64> {
