@@ -224,3 +224,112 @@ pub fn counter(stats: &serde_json::Value, iface: &str, kind: &str, name: &str) -
 pub fn ns_exists(name: &str) -> bool {
     netns::exists(name)
 }
+
+/// A third host `{prefix}-h3` wired to the lab router's `eth3`
+/// (198.18.3.1/24 and 2001:db8:3::1/64 on the router, .2 / ::2 on the
+/// host), with a default route back through the router. Removed on drop.
+/// Frames redirected into its veth are delivered thanks to GRO on the host
+/// side (a veth needs XDP or GRO on the peer to take redirected frames).
+pub struct ExtraHost {
+    pub ns: String,
+    router: String,
+}
+
+pub const H3_V4: &str = "198.18.3.2";
+pub const H3_V6: &str = "2001:db8:3::2";
+
+impl ExtraHost {
+    #[track_caller]
+    pub fn add(lab: &Lab) -> ExtraHost {
+        let ns = format!("{}-h3", lab.prefix);
+        let r = lab.router();
+        let host = ExtraHost {
+            ns: ns.clone(),
+            router: r.clone(),
+        };
+        let _ = netns::delete(&ns);
+        netns::add(&ns).expect("add h3");
+        for (n, k) in [(&ns, "default"), (&ns, "all")] {
+            netns::sysctl(n, &format!("net.ipv6.conf.{k}.accept_dad"), "0").expect("dad");
+        }
+        let ip = |args: &[&str]| {
+            netns::ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+        };
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", "eth3", "netns", &r, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        ip(&["-n", &r, "addr", "add", "198.18.3.1/24", "dev", "eth3"]);
+        ip(&[
+            "-n",
+            &r,
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:3::1/64",
+            "dev",
+            "eth3",
+            "nodad",
+        ]);
+        ip(&["-n", &ns, "addr", "add", "198.18.3.2/24", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &ns,
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:3::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&["-n", &r, "link", "set", "eth3", "up"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "route", "add", "default", "via", "198.18.3.1"]);
+        ip(&[
+            "-n",
+            &ns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:3::1",
+        ]);
+        netns::exec(&ns, ["ethtool", "-K", "eth0", "tx", "off", "gro", "on"]).expect("ethtool");
+        host
+    }
+
+    /// Give the host an extra address on its loopback (a service address
+    /// the tests route to).
+    #[track_caller]
+    pub fn add_lo_address(ns: &str, addr: &str) {
+        netns::ip(["-n", ns, "addr", "add", addr, "dev", "lo"]).expect("lo address");
+    }
+}
+
+impl Drop for ExtraHost {
+    fn drop(&mut self) {
+        let _ = netns::ip(["-n", &self.router, "link", "del", "eth3"]);
+        let _ = netns::delete(&self.ns);
+    }
+}
+
+/// The kernel sync status from `/healthz`.
+pub fn sync_status(api: SocketAddr) -> serde_json::Value {
+    client::get_json(api, "/healthz").expect("healthz")["kernel_sync"].clone()
+}
+
+/// Poll `f` every 50 ms until it returns true or `within` passes.
+#[track_caller]
+pub fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

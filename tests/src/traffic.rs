@@ -85,6 +85,7 @@ pub fn udp_burst(
         netns::in_netns(&dst_ns_owned, || {
             let s =
                 UdpSocket::bind(SocketAddr::new(dst, port)).map_err(|e| format!("bind: {e}"))?;
+            big_receive_buffer(&s);
             s.set_read_timeout(Some(Duration::from_millis(500)))
                 .map_err(|e| e.to_string())?;
             ready_tx.send(()).map_err(|e| e.to_string())?;

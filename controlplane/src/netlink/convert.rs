@@ -12,11 +12,17 @@ use netlink_packet_route::{
 
 use super::{KNextHop, KRoute, KRouteKey, KRouteKind, KernelEvent, LinkState, RT_TABLE_MAIN};
 
-/// Convert one rtnetlink message.
-pub fn process_message(msg: &RouteNetlinkMessage) -> Option<KernelEvent> {
+/// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
+pub const NLM_F_REPLACE: u16 = 0x100;
+
+/// Convert one rtnetlink message; `nl_flags` are its netlink header flags.
+pub fn process_message(msg: &RouteNetlinkMessage, nl_flags: u16) -> Option<KernelEvent> {
     match msg {
         RouteNetlinkMessage::NewLink(m) => Some(KernelEvent::Link(process_link(m))),
         RouteNetlinkMessage::DelLink(m) => Some(KernelEvent::LinkGone(m.header.index)),
+        RouteNetlinkMessage::NewRoute(m) if nl_flags & NLM_F_REPLACE != 0 => {
+            process_route(m).map(KernelEvent::RouteReplace)
+        }
         RouteNetlinkMessage::NewRoute(m) => process_route(m).map(KernelEvent::Route),
         RouteNetlinkMessage::DelRoute(m) => process_route(m).map(|r| KernelEvent::RouteGone(r.key)),
         RouteNetlinkMessage::NewNeighbour(m) => process_neighbour(m, false),

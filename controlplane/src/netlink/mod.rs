@@ -94,6 +94,10 @@ pub enum KernelEvent {
     Link(LinkState),
     LinkGone(u32),
     Route(KRoute),
+    /// A route that replaces whatever the table had for the same prefix and
+    /// metric (NLM_F_REPLACE; `ip -6 route replace` onto another device
+    /// sends no delete for the old one).
+    RouteReplace(KRoute),
     RouteGone(KRouteKey),
     Nexthop(u32, NhObject),
     NexthopGone(u32),
@@ -117,6 +121,10 @@ pub enum SourceEvent {
     Event(KernelEvent),
     /// A complete dump after (re)subscribing: replaces the whole view.
     Snapshot(Vec<KernelEvent>),
+    /// Time passed (about once a second): ask again for next hops that are
+    /// still unresolved. The source owns time so that `next()` is never
+    /// cancelled half-way (a dump in progress is not cancel-safe).
+    Tick,
 }
 
 /// Where kernel state comes from: rtnetlink in production, a script in tests.

@@ -18,6 +18,9 @@ use super::{
 };
 use crate::fib::{Iface, MAX_ECMP_MEMBERS, NextHopSpec, RouteTarget};
 
+/// Ticks (seconds) before an unresolved next hop is asked for again.
+pub const RESOLVE_RETRY_TICKS: u32 = 3;
+
 /// One change to apply to the Fib (in the order given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibChange {
@@ -72,8 +75,9 @@ pub struct Reconciler {
     managed: BTreeSet<String>,
     view: View,
     desired: Desired,
-    /// Next hops already handed to the kernel for resolution.
-    resolving: HashSet<(u32, IpAddr)>,
+    /// Next hops handed to the kernel for resolution, with the ticks since
+    /// the last request.
+    resolving: HashMap<(u32, IpAddr), u32>,
 }
 
 impl Reconciler {
@@ -83,7 +87,7 @@ impl Reconciler {
             managed: managed.into_iter().collect(),
             view: View::default(),
             desired: Desired::default(),
-            resolving: HashSet::new(),
+            resolving: HashMap::new(),
         }
     }
 
@@ -98,6 +102,27 @@ impl Reconciler {
 
     pub fn neighbour_count(&self) -> usize {
         self.desired.neighbours.len()
+    }
+
+    /// Call once per tick: next hops asked for resolution that are still
+    /// unresolved after [`RESOLVE_RETRY_TICKS`] ticks, to be asked again.
+    /// Waiting matters: asking again while the answer is still queued would
+    /// reset a just-resolved entry and punt packets meanwhile.
+    pub fn due_for_resolution(&mut self) -> Vec<(u32, IpAddr)> {
+        let mut due = Vec::new();
+        let neighbours = &self.view.neighbours;
+        for (key, age) in self.resolving.iter_mut() {
+            if neighbours.contains_key(key) {
+                continue;
+            }
+            *age += 1;
+            if *age >= RESOLVE_RETRY_TICKS {
+                *age = 0;
+                due.push(*key);
+            }
+        }
+        due.retain(|k| self.link_usable(k.0));
+        due
     }
 
     pub fn links(&self) -> impl Iterator<Item = &LinkState> {
@@ -131,6 +156,14 @@ impl Reconciler {
             KernelEvent::Link(link) => self.process_link(link, &mut out),
             KernelEvent::LinkGone(ifindex) => self.process_link_gone(ifindex, &mut out),
             KernelEvent::Route(route) => self.process_route(route, &mut out),
+            KernelEvent::RouteReplace(route) => {
+                if let Some(m) = self.view.routes.get_mut(&route.key.prefix) {
+                    m.retain(|&(t, metric, _), _| {
+                        (t, metric) != (route.key.table, route.key.metric)
+                    });
+                }
+                self.process_route(route, &mut out)
+            }
             KernelEvent::RouteGone(key) => self.process_route_gone(key, &mut out),
             KernelEvent::Nexthop(id, obj) => self.process_nexthop(id, Some(obj), &mut out),
             KernelEvent::NexthopGone(id) => self.process_nexthop(id, None, &mut out),
@@ -158,7 +191,7 @@ impl Reconciler {
                 KernelEvent::Link(l) => {
                     self.view.links.insert(l.ifindex, l);
                 }
-                KernelEvent::Route(r) => {
+                KernelEvent::Route(r) | KernelEvent::RouteReplace(r) => {
                     self.view
                         .routes
                         .entry(r.key.prefix)
@@ -394,7 +427,8 @@ impl Reconciler {
         for h in hops {
             if let Some(gw) = h.gateway {
                 let key = (h.ifindex, gw);
-                if !self.view.neighbours.contains_key(&key) && self.resolving.insert(key) {
+                if !self.view.neighbours.contains_key(&key) && !self.resolving.contains_key(&key) {
+                    self.resolving.insert(key, 0);
                     out.push(FibChange::Resolve(h.ifindex, gw));
                 }
             }

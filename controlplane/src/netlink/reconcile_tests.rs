@@ -347,3 +347,20 @@ fn replaying_events_equals_a_snapshot_of_the_result() {
     b.resync(facts);
     assert_eq!(a.desired, b.desired);
 }
+
+#[test]
+fn an_ipv6_replace_onto_another_device_drops_the_old_route() {
+    let mut r = rec();
+    let mut a = route("2001:db8:100::/48", &[("2001:db8:2::2", 3)]);
+    a.key.oif = 3;
+    r.process(KernelEvent::Route(a));
+    let mut b = route("2001:db8:100::/48", &[("2001:db8:1::2", 2)]);
+    b.key.oif = 2;
+    let c = r.process(KernelEvent::RouteReplace(b));
+    assert_eq!(
+        set_route(&c, "2001:db8:100::/48"),
+        Some(RouteTarget::Unicast {
+            nexthop: hop("2001:db8:1::2", 2)
+        })
+    );
+}

@@ -22,9 +22,13 @@ use super::{
 
 enum Feed {
     Event(KernelEvent),
+    Tick,
     /// The feed lost events (overrun) or closed: start over.
     Lost(&'static str),
 }
+
+/// How often the source emits [`SourceEvent::Tick`].
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// rtnetlink, in the calling thread's network namespace.
 pub struct RtnlSource {
@@ -66,10 +70,12 @@ impl RtnlSource {
         tokio::spawn(async move {
             while let Some((msg, _)) = messages.next().await {
                 let feed = match msg.payload {
-                    NetlinkPayload::InnerMessage(m) => match process_message(&m) {
-                        Some(ev) => Feed::Event(ev),
-                        None => continue,
-                    },
+                    NetlinkPayload::InnerMessage(m) => {
+                        match process_message(&m, msg.header.flags) {
+                            Some(ev) => Feed::Event(ev),
+                            None => continue,
+                        }
+                    }
                     NetlinkPayload::Overrun(_) => Feed::Lost("rtnetlink overrun (ENOBUFS)"),
                     _ => continue,
                 };
@@ -79,6 +85,15 @@ impl RtnlSource {
                 }
             }
             let _ = events.send(Feed::Lost("rtnetlink socket closed"));
+        });
+        let ticks = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.tick().await;
+            // Ends when the feed's receiver is dropped.
+            while ticks.send(Feed::Tick).is_ok() {
+                every.tick().await;
+            }
         });
         let nh_sock = nexthop::subscribe(self.rcvbuf)?;
         let nh_tx = tx.clone();
@@ -163,6 +178,7 @@ impl Source for RtnlSource {
             if let Some(rx) = &mut self.feed {
                 match rx.recv().await {
                     Some(Feed::Event(ev)) => return Some(SourceEvent::Event(ev)),
+                    Some(Feed::Tick) => return Some(SourceEvent::Tick),
                     Some(Feed::Lost(why)) => {
                         info!("{why}: resubscribing and resynchronising");
                     }

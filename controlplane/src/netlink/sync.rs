@@ -38,10 +38,20 @@ pub async fn run<S: Source>(
     status: watch::Sender<SyncStatus>,
 ) {
     while let Some(ev) = source.next().await {
+        let ev = match ev {
+            SourceEvent::Tick => {
+                for (ifindex, addr) in reconciler.due_for_resolution() {
+                    request_resolution(ifindex, addr).await;
+                }
+                continue;
+            }
+            ev => ev,
+        };
         let started = Instant::now();
         let (changes, snapshot) = match ev {
             SourceEvent::Snapshot(s) => (reconciler.resync(s), true),
             SourceEvent::Event(e) => (reconciler.process(e), false),
+            SourceEvent::Tick => unreachable!("handled above"),
         };
         let n = changes.len() as u64;
         let (errors, resolve) = apply(&dataplane, changes);
