@@ -10,7 +10,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    headers::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
+    headers::{ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
     maps::{IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, VLANS},
     parse::{L3, Packet, ptr_at},
     rewrite,
@@ -32,6 +32,16 @@ pub fn ingress(port: u32, port_info: IfaceInfo, packet: &Packet) -> Result<Ingre
             port,
             info: port_info,
         }),
+        // A priority tag (VID 0, IEEE 802.1Q 9.6) carries no VLAN: the
+        // frame belongs to the port itself.
+        1 if packet.vid == 0 && packet.tpid == ETH_P_8021Q => Ok(Ingress {
+            port,
+            info: port_info,
+        }),
+        // Sub-interfaces are 802.1Q: the kernel matches VLAN devices by tag
+        // type and id, so an 802.1ad tag never reaches one
+        // (net/8021q/vlan_core.c vlan_do_receive).
+        1 if packet.tpid != ETH_P_8021Q => Err(Reason::UnknownVlan),
         1 => {
             let key = VlanKey {
                 parent_ifindex: port,

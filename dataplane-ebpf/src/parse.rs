@@ -26,6 +26,8 @@ pub struct Packet {
     pub vlan_depth: usize,
     /// VLAN id of the outermost tag (when `vlan_depth > 0`).
     pub vid: u32,
+    /// TPID of the outermost tag: 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    pub tpid: u16,
 }
 
 /// Where the IP header is and what the forward stage needs from it.
@@ -63,7 +65,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // Group bit of the destination MAC: broadcast or multicast (IEEE 802-2014 8.2).
     let l2_multicast = unsafe { (*eth).dst[0] } & 1 == 1;
-    let (ether_type, l3_off, vlan_depth, vid) = parse_vlans(ctx, be16(unsafe { (*eth).proto }))?;
+    let outer = be16(unsafe { (*eth).proto });
+    let (ether_type, l3_off, vlan_depth, vid) = parse_vlans(ctx, outer)?;
 
     let mut packet = match ether_type {
         ETH_P_IP => parse_ipv4(ctx, l3_off)?,
@@ -77,6 +80,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     };
     packet.vlan_depth = vlan_depth;
     packet.vid = vid;
+    packet.tpid = outer;
     Ok(with_l2_multicast(packet, l2_multicast))
 }
 
@@ -89,6 +93,7 @@ impl Packet {
             l3: L3::default(),
             vlan_depth: 0,
             vid: 0,
+            tpid: 0,
         }
     }
 
@@ -100,6 +105,7 @@ impl Packet {
             l3,
             vlan_depth: 0,
             vid: 0,
+            tpid: 0,
         }
     }
 }

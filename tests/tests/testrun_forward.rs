@@ -1437,7 +1437,6 @@ fn ttl_decrement_checksum_equals_a_full_recompute() {
 /// device up by TPID and VID), so with only 802.1Q sub-interfaces XDP
 /// should punt it as an unknown VLAN.
 #[test]
-#[ignore = "bug: the parser takes a lone 802.1ad tag for 802.1Q; the frame is routed via eth1.100 and a rewrite keeps TPID 0x88a8"]
 fn a_lone_8021ad_tag_is_not_an_8021q_vlan() {
     with_base(|r| {
         r.vlan("eth1", 100, [0x02, 0, 0, 0x0a, 0x01, 0x00]);
