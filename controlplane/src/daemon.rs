@@ -213,11 +213,16 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             managed,
         );
         let source = RtnlSource::new(cfg.netlink_rcvbuf);
+        let attach = netlink::sync::Attach {
+            names: cfg.ifaces.clone(),
+            mode: cfg.mode,
+        };
         tokio::spawn(netlink::sync::run(
             source,
             reconciler,
             dataplane.clone(),
             sync_tx,
+            attach,
         ));
         // Serve once the maps follow the kernel, so "healthy" means
         // "forwarding"; a slow dump (a full table) is waited for, bounded.

@@ -602,6 +602,30 @@ impl Dataplane {
         Ok(info)
     }
 
+    /// A configured interface that went away (its XDP link went with it):
+    /// forget the attachment so the interface can be attached again if it
+    /// returns. Returns its name if it was attached.
+    pub fn forget(&mut self, ifindex: u32) -> Option<String> {
+        let pos = self
+            .attached
+            .iter()
+            .position(|a| a.info.ifindex == ifindex)?;
+        let a = self.attached.remove(pos);
+        if let Some(link) = a.link
+            && let Ok(p) = xdp_program(&mut self.ebpf, MAIN_PROGRAM)
+        {
+            // The kernel already dropped the link with the device; this only
+            // releases our handle.
+            let _ = p.detach(link);
+        }
+        Some(a.info.name)
+    }
+
+    /// Whether an attachment named `name` exists.
+    pub fn is_attached(&self, name: &str) -> bool {
+        self.attached.iter().any(|a| a.info.name == name)
+    }
+
     /// Detach from every interface. Keeps going past failures and returns
     /// them all, so one stuck interface does not leave the others attached.
     pub fn detach_all(&mut self) -> Vec<DataplaneError> {

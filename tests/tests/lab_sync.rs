@@ -308,3 +308,68 @@ fn routes_through_unmanaged_interfaces_punt_instead_of_falling_through() {
         "{s}"
     );
 }
+
+#[test]
+fn a_managed_interface_that_vanishes_is_dropped_and_reattached_when_it_returns() {
+    let lab = lab(false);
+    let h3 = ExtraHost::add(&lab.lab);
+    let daemon = Daemon::start(
+        &lab.lab,
+        &["--iface", "eth1", "--iface", "eth2", "--iface", "eth3"],
+    );
+    let r = lab.lab.router();
+    assert!(xdp_on(&r, "eth3").is_some());
+    drop(h3);
+    wait_until(
+        Duration::from_secs(5),
+        "eth3 to leave the links view",
+        || {
+            let v = xdpgate::client::get_json(daemon.api, "/api/v1/links").expect("links");
+            !v["items"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|l| l["name"] == "eth3"))
+        },
+    );
+    assert!(
+        ping(&lab.lab.h1(), xdpgate::lab::R1_V4, 1),
+        "daemon path broken"
+    );
+
+    let h3 = ExtraHost::add(&lab.lab);
+    ExtraHost::add_lo_address(&h3.ns, &format!("{SERVICE}/32"));
+    wait_until(Duration::from_secs(5), "XDP on the new eth3", || {
+        xdp_on(&r, "eth3").is_some()
+    });
+    netns::ip([
+        "-n",
+        r.as_str(),
+        "route",
+        "add",
+        "198.18.100.0/24",
+        "via",
+        H3_V4,
+    ])
+    .expect("route");
+    assert!(ping(&lab.lab.h1(), xdpgate::lab::R1_V4, 1));
+    wait_until(
+        Duration::from_secs(5),
+        "traffic through the new eth3",
+        || {
+            udp_burst(
+                &lab.lab.h1(),
+                &h3.ns,
+                SERVICE.parse().expect("ip"),
+                8300,
+                1,
+                64,
+            )
+            .unwrap_or(0)
+                == 1
+        },
+    );
+    let s = daemon.stats();
+    assert!(counter(&s, "eth1", "reasons", "forwarded") >= 1, "{s}");
+    let (status, stderr) = daemon.signal(SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(xdp_on(&r, "eth3"), None, "left XDP on the re-attached eth3");
+}

@@ -13,7 +13,7 @@ use super::{
     Source, SourceEvent,
     reconcile::{FibChange, Reconciler},
 };
-use crate::dataplane::Dataplane;
+use crate::dataplane::{AttachMode, Dataplane};
 
 /// What the sync has done, for the API, metrics and health.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -30,12 +30,21 @@ pub struct SyncStatus {
     pub neighbours: usize,
 }
 
+/// Interfaces the operator asked for (`--iface`), to re-attach when one
+/// that vanished comes back.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    pub names: Vec<String>,
+    pub mode: AttachMode,
+}
+
 /// Run until the source ends. `status` is updated after every batch.
 pub async fn run<S: Source>(
     mut source: S,
     mut reconciler: Reconciler,
     dataplane: Arc<Mutex<Dataplane>>,
     status: watch::Sender<SyncStatus>,
+    attach: Attach,
 ) {
     while let Some(ev) = source.next().await {
         let ev = match ev {
@@ -54,6 +63,7 @@ pub async fn run<S: Source>(
             SourceEvent::Tick => unreachable!("handled above"),
         };
         let n = changes.len() as u64;
+        reattach(&dataplane, &changes, &attach);
         let (errors, resolve) = apply(&dataplane, changes);
         for (ifindex, addr) in resolve {
             request_resolution(ifindex, addr).await;
@@ -79,6 +89,33 @@ pub async fn run<S: Source>(
                 ms = started.elapsed().as_millis() as u64,
                 "kernel state resynchronised"
             );
+        }
+    }
+}
+
+/// Follow configured interfaces that vanish and return: a vanished one is
+/// forgotten (its XDP link died with it), a returning one is attached again
+/// (the Fib then gets it from the same batch of changes).
+fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], attach: &Attach) {
+    let mut dp = dataplane.lock().expect("dataplane lock poisoned");
+    for c in changes {
+        match c {
+            FibChange::DelIface(ifindex) => {
+                if let Some(name) = dp.forget(*ifindex) {
+                    warn!(iface = %name, "managed interface vanished; will attach again if it returns");
+                }
+            }
+            FibChange::SetIface(i)
+                if attach.names.contains(&i.name) && !dp.is_attached(&i.name) =>
+            {
+                match dp.attach(&i.name, attach.mode) {
+                    Ok(a) => {
+                        info!(iface = %a.name, ifindex = a.ifindex, "managed interface is back: attached")
+                    }
+                    Err(e) => warn!(iface = %i.name, "re-attaching failed: {e}"),
+                }
+            }
+            _ => {}
         }
     }
 }
