@@ -54,8 +54,10 @@ impl Default for SyncConfig {
 #[derive(Debug, Default, Clone)]
 struct View {
     links: HashMap<u32, LinkState>,
-    /// prefix -> (table, metric, oif) -> route
-    routes: HashMap<IpNet, BTreeMap<(u32, u32, u32), KRoute>>,
+    /// prefix -> its routes, one per (table, metric, oif). Almost always a
+    /// single route: a short Vec costs far less than a map per prefix at a
+    /// million prefixes.
+    routes: HashMap<IpNet, Vec<KRoute>>,
     nexthops: HashMap<u32, NhObject>,
     neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
 }
@@ -158,8 +160,8 @@ impl Reconciler {
             KernelEvent::Route(route) => self.process_route(route, &mut out),
             KernelEvent::RouteReplace(route) => {
                 if let Some(m) = self.view.routes.get_mut(&route.key.prefix) {
-                    m.retain(|&(t, metric, _), _| {
-                        (t, metric) != (route.key.table, route.key.metric)
+                    m.retain(|r| {
+                        (r.key.table, r.key.metric) != (route.key.table, route.key.metric)
                     });
                 }
                 self.process_route(route, &mut out)
@@ -192,11 +194,7 @@ impl Reconciler {
                     self.view.links.insert(l.ifindex, l);
                 }
                 KernelEvent::Route(r) | KernelEvent::RouteReplace(r) => {
-                    self.view
-                        .routes
-                        .entry(r.key.prefix)
-                        .or_default()
-                        .insert((r.key.table, r.key.metric, r.key.oif), r);
+                    insert_route(&mut self.view.routes, r);
                 }
                 KernelEvent::Nexthop(id, o) => {
                     self.view.nexthops.insert(id, o);
@@ -324,17 +322,13 @@ impl Reconciler {
 
     fn process_route(&mut self, route: KRoute, out: &mut Vec<FibChange>) {
         let prefix = route.key.prefix;
-        self.view
-            .routes
-            .entry(prefix)
-            .or_default()
-            .insert((route.key.table, route.key.metric, route.key.oif), route);
+        insert_route(&mut self.view.routes, route);
         self.refresh_route(prefix, out);
     }
 
     fn process_route_gone(&mut self, key: KRouteKey, out: &mut Vec<FibChange>) {
         if let Some(m) = self.view.routes.get_mut(&key.prefix) {
-            m.remove(&(key.table, key.metric, key.oif));
+            m.retain(|r| r.key != key);
             if m.is_empty() {
                 self.view.routes.remove(&key.prefix);
             }
@@ -366,7 +360,7 @@ impl Reconciler {
             .view
             .routes
             .iter()
-            .filter(|(_, m)| m.values().any(&uses))
+            .filter(|(_, m)| m.iter().any(&uses))
             .map(|(p, _)| *p)
             .collect();
         for p in prefixes {
@@ -440,7 +434,7 @@ impl Reconciler {
         let routes = self.view.routes.get(prefix)?;
         // The local table is consulted first by the kernel (fib_lookup with
         // the default rules): an own address wins.
-        if routes.values().any(|r| {
+        if routes.iter().any(|r| {
             r.kind == KRouteKind::Local && matches!(r.key.table, RT_TABLE_LOCAL | RT_TABLE_MAIN)
         }) {
             return Some(RouteTarget::Local);
@@ -448,9 +442,11 @@ impl Reconciler {
         // Then the configured tables in order, lowest metric first.
         let best = self.cfg.tables.iter().find_map(|t| {
             routes
-                .values()
+                .iter()
                 .filter(|r| r.key.table == *t && r.kind != KRouteKind::Local)
-                .min_by_key(|r| r.key.metric)
+                // The device breaks ties (IPv6 keeps one fe80::/64 per
+                // interface), so events and snapshots agree.
+                .min_by_key(|r| (r.key.metric, r.key.oif))
         })?;
         Some(match best.kind {
             KRouteKind::Blackhole => RouteTarget::Blackhole,
@@ -505,6 +501,15 @@ impl Reconciler {
 
     fn link_usable(&self, ifindex: u32) -> bool {
         self.is_managed(ifindex) && self.view.links.get(&ifindex).is_some_and(|l| l.up)
+    }
+}
+
+/// Insert or replace (same key) a route of the view.
+fn insert_route(routes: &mut HashMap<IpNet, Vec<KRoute>>, route: KRoute) {
+    let list = routes.entry(route.key.prefix).or_default();
+    match list.iter_mut().find(|r| r.key == route.key) {
+        Some(slot) => *slot = route,
+        None => list.push(route),
     }
 }
 
