@@ -122,9 +122,7 @@ pub fn parse_datagram(buf: &[u8]) -> Result<(Vec<KernelEvent>, bool), NetlinkErr
 pub fn subscribe(rcvbuf: Option<usize>) -> Result<Socket, NetlinkError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
     s.bind_auto().map_err(NetlinkError::Socket)?;
-    if let Some(size) = rcvbuf {
-        s.set_rx_buf_sz(size).map_err(NetlinkError::Socket)?;
-    }
+    super::source::set_rcvbuf(&s, rcvbuf)?;
     s.add_membership(RTNLGRP_NEXTHOP)
         .map_err(NetlinkError::Socket)?;
     Ok(s)

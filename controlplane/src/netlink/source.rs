@@ -59,12 +59,7 @@ impl RtnlSource {
             MulticastGroup::Neigh,
         ])
         .map_err(NetlinkError::Socket)?;
-        if let Some(size) = self.rcvbuf {
-            conn.socket_mut()
-                .socket_mut()
-                .set_rx_buf_sz(size)
-                .map_err(NetlinkError::Socket)?;
-        }
+        set_rcvbuf(conn.socket_mut().socket_mut(), self.rcvbuf)?;
         tokio::spawn(conn);
         let events = tx.clone();
         tokio::spawn(async move {
@@ -141,6 +136,37 @@ impl RtnlSource {
         self.snapshots += 1;
         Ok(snapshot)
     }
+}
+
+/// Receive buffer of the event sockets unless told otherwise: a full table
+/// arrives at hundreds of thousands of routes per second, and an overrun
+/// costs a complete dump.
+pub const DEFAULT_RCVBUF: usize = 32 << 20;
+
+/// Set the receive buffer: `SO_RCVBUFFORCE` (root may exceed rmem_max), or
+/// exactly the size asked for (tests shrink it to force overruns).
+pub fn set_rcvbuf(sock: &netlink_sys::Socket, asked: Option<usize>) -> Result<(), NetlinkError> {
+    use std::os::fd::AsRawFd as _;
+    let size = asked.unwrap_or(DEFAULT_RCVBUF) as libc::c_int;
+    let opt = if asked.is_some() {
+        libc::SO_RCVBUF
+    } else {
+        libc::SO_RCVBUFFORCE
+    };
+    // SAFETY: a valid socket fd and an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(NetlinkError::Socket(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Blocking reader of nexthop events; ends on error or when the receiver
