@@ -231,12 +231,8 @@ impl CounterMaps {
     pub fn slot(&self, slot: u32) -> Result<SlotCounters, DataplaneError> {
         let mut out = SlotCounters::default();
         for reason in Reason::ALL {
-            let count = Self::sum(&self.reasons, reason_index(slot, reason)).map_err(|source| {
-                DataplaneError::Map {
-                    map: "REASON_COUNTERS",
-                    source,
-                }
-            })?;
+            let count = Self::sum(&self.reasons, reason_index(slot, reason))
+                .map_err(map_err("REASON_COUNTERS"))?;
             out.reasons.insert(reason.name(), count);
             out.actions
                 .entry(reason.action().name())
@@ -244,12 +240,8 @@ impl CounterMaps {
                 .add(count);
         }
         for class in Class::ALL {
-            let count = Self::sum(&self.classes, class_index(slot, class)).map_err(|source| {
-                DataplaneError::Map {
-                    map: "CLASS_COUNTERS",
-                    source,
-                }
-            })?;
+            let count = Self::sum(&self.classes, class_index(slot, class))
+                .map_err(map_err("CLASS_COUNTERS"))?;
             out.classes.insert(class.name(), count);
         }
         Ok(out)

@@ -285,14 +285,7 @@ impl Reconciler {
             before.as_ref().map(|b| b.up) != Some(link.up) || was.is_none() != iface.is_none();
         if up_changed {
             if iface.is_some() && was.is_none() {
-                let neighbours: Vec<_> = self
-                    .view
-                    .neighbours
-                    .keys()
-                    .filter(|(i, _)| *i == ifindex)
-                    .copied()
-                    .collect();
-                for (i, a) in neighbours {
+                for (i, a) in self.neighbours_on(ifindex) {
                     self.refresh_neighbour(i, a, out);
                 }
             }
@@ -300,17 +293,20 @@ impl Reconciler {
         }
     }
 
-    fn process_link_gone(&mut self, ifindex: u32, out: &mut Vec<FibChange>) {
-        self.view.links.remove(&ifindex);
-        // The kernel removes neighbours of a vanished link; drop ours now.
-        let gone: Vec<_> = self
-            .view
+    /// Keys of the kernel's neighbours on `ifindex`.
+    fn neighbours_on(&self, ifindex: u32) -> Vec<(u32, IpAddr)> {
+        self.view
             .neighbours
             .keys()
             .filter(|(i, _)| *i == ifindex)
             .copied()
-            .collect();
-        for (i, a) in gone {
+            .collect()
+    }
+
+    fn process_link_gone(&mut self, ifindex: u32, out: &mut Vec<FibChange>) {
+        self.view.links.remove(&ifindex);
+        // The kernel removes neighbours of a vanished link; drop ours now.
+        for (i, a) in self.neighbours_on(ifindex) {
             self.view.neighbours.remove(&(i, a));
             self.refresh_neighbour(i, a, out);
         }
