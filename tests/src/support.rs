@@ -64,10 +64,14 @@ pub fn lab(kernel_forwarding: bool) -> LabGuard {
 }
 
 /// `xdpgate run` attached to the lab router's interfaces; SIGKILLed on drop.
+/// Its stderr (the log) is drained by a thread into `log`, so a chatty
+/// daemon can never block on a full pipe.
 pub struct Daemon {
     pub child: Child,
     pub api: SocketAddr,
     pub db: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -107,8 +111,45 @@ impl Daemon {
                 cmd.args(["--iface", i]);
             }
         }
-        let child = cmd.spawn().expect("spawn xdpgate");
-        Daemon { child, api, db }
+        let mut child = cmd.spawn().expect("spawn xdpgate");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let drain = child.stderr.take().map(|err| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = log.lock().expect("log lock");
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            })
+        });
+        Daemon {
+            child,
+            api,
+            db,
+            log,
+            drain,
+        }
+    }
+
+    /// A handle on the log that outlives the guard.
+    pub fn log_handle(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        self.log.clone()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The whole log once the process has exited (waits for the drain).
+    fn final_log(&mut self) -> String {
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+        self.log()
     }
 
     #[track_caller]
@@ -119,7 +160,7 @@ impl Daemon {
                 return self;
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let err = read_stderr(&mut self.child);
+                let err = self.final_log();
                 panic!("xdpgate exited with {status} before answering:\n{err}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -133,7 +174,7 @@ impl Daemon {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let err = read_stderr(&mut self.child);
+                let err = self.final_log();
                 return (status, err);
             }
             assert!(
@@ -169,15 +210,6 @@ impl Drop for Daemon {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-fn read_stderr(child: &mut Child) -> String {
-    use std::io::Read as _;
-    let mut s = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut s);
-    }
-    s
 }
 
 unsafe extern "C" {

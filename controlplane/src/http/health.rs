@@ -1,5 +1,5 @@
-//! Liveness: the process answers, the database answers, and how many
-//! interfaces are attached.
+//! Liveness: the process answers, the database answers, how many
+//! interfaces are attached, and how the kernel sync is doing.
 use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 
@@ -17,7 +17,11 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         .expect("dataplane lock poisoned")
         .attachments()
         .len();
-    Ok(Json(
-        json!({ "status": "ok", "db": "ok", "attached_interfaces": attached }),
-    ))
+    let sync = state.sync.borrow().clone();
+    Ok(Json(json!({
+        "status": "ok",
+        "db": "ok",
+        "attached_interfaces": attached,
+        "kernel_sync": sync,
+    })))
 }

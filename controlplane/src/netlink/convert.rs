@@ -24,7 +24,7 @@ pub fn process_message(msg: &RouteNetlinkMessage, nl_flags: u16) -> Option<Kerne
             process_route(m).map(KernelEvent::RouteReplace)
         }
         RouteNetlinkMessage::NewRoute(m) => process_route(m).map(KernelEvent::Route),
-        RouteNetlinkMessage::DelRoute(m) => process_route(m).map(|r| KernelEvent::RouteGone(r.key)),
+        RouteNetlinkMessage::DelRoute(m) => process_route(m).map(KernelEvent::RouteGone),
         RouteNetlinkMessage::NewNeighbour(m) => process_neighbour(m, false),
         RouteNetlinkMessage::DelNeighbour(m) => process_neighbour(m, true),
         _ => None,
@@ -38,6 +38,7 @@ pub fn process_link(m: &LinkMessage) -> LinkState {
         mac: [0; 6],
         mtu: 1500,
         up: m.header.flags.contains(LinkFlags::Up) && m.header.flags.contains(LinkFlags::Running),
+        admin_up: m.header.flags.contains(LinkFlags::Up),
         vlan: None,
     };
     let mut parent = None;

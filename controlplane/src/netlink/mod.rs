@@ -33,6 +33,10 @@ pub struct LinkState {
     pub mtu: u32,
     /// Administratively up and with carrier (IFF_UP and IFF_RUNNING).
     pub up: bool,
+    /// Administratively up (IFF_UP). Taking a link down makes the kernel
+    /// flush its IPv4 routes and nexthop objects *without* announcing it
+    /// (net/ipv4/fib_frontend.c fib_disable_ip), so the sync must too.
+    pub admin_up: bool,
     /// (parent ifindex, VLAN id) for an 802.1Q sub-interface.
     pub vlan: Option<(u32, u32)>,
 }
@@ -98,7 +102,9 @@ pub enum KernelEvent {
     /// metric (NLM_F_REPLACE; `ip -6 route replace` onto another device
     /// sends no delete for the old one).
     RouteReplace(KRoute),
-    RouteGone(KRouteKey),
+    /// A deleted route, with the next hops the kernel named (an IPv6
+    /// multipath member is deleted one at a time).
+    RouteGone(KRoute),
     Nexthop(u32, NhObject),
     NexthopGone(u32),
     /// A neighbour in a usable state (reachable, stale, delay, probe,

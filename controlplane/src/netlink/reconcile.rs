@@ -13,8 +13,7 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use super::{
-    KNextHop, KRoute, KRouteKey, KRouteKind, KernelEvent, LinkState, NhObject, RT_TABLE_LOCAL,
-    RT_TABLE_MAIN,
+    KNextHop, KRoute, KRouteKind, KernelEvent, LinkState, NhObject, RT_TABLE_LOCAL, RT_TABLE_MAIN,
 };
 use crate::fib::{Iface, MAX_ECMP_MEMBERS, NextHopSpec, RouteTarget};
 
@@ -166,7 +165,7 @@ impl Reconciler {
                 }
                 self.process_route(route, &mut out)
             }
-            KernelEvent::RouteGone(key) => self.process_route_gone(key, &mut out),
+            KernelEvent::RouteGone(route) => self.process_route_gone(route, &mut out),
             KernelEvent::Nexthop(id, obj) => self.process_nexthop(id, Some(obj), &mut out),
             KernelEvent::NexthopGone(id) => self.process_nexthop(id, None, &mut out),
             KernelEvent::Neighbour { ifindex, addr, mac } => {
@@ -266,6 +265,15 @@ impl Reconciler {
     fn process_link(&mut self, link: LinkState, out: &mut Vec<FibChange>) {
         let ifindex = link.ifindex;
         let before = self.view.links.insert(ifindex, link.clone());
+        let went_admin_down = before.as_ref().is_some_and(|b| b.admin_up) && !link.admin_up;
+        if went_admin_down {
+            // Remember which prefixes the flush touches, to refresh them.
+            let touched: Vec<IpNet> = self.view.routes.keys().copied().collect();
+            self.flush_link(ifindex);
+            for p in touched {
+                self.refresh_route(p, out);
+            }
+        }
         let iface = self.iface_of(&link);
         let was = self.desired.ifaces.get(&ifindex).cloned();
         match (&iface, &was) {
@@ -322,14 +330,58 @@ impl Reconciler {
         self.refresh_route(prefix, out);
     }
 
-    fn process_route_gone(&mut self, key: KRouteKey, out: &mut Vec<FibChange>) {
+    fn process_route_gone(&mut self, gone: KRoute, out: &mut Vec<FibChange>) {
+        let key = gone.key;
         if let Some(m) = self.view.routes.get_mut(&key.prefix) {
-            m.retain(|r| r.key != key);
+            if m.iter().any(|r| r.key == key) {
+                m.retain(|r| r.key != key);
+            } else if key.prefix.addr().is_ipv6() {
+                // `ip -6 route del P via G dev D` on a multipath route: the
+                // kernel announces only the member it removed.
+                remove_ipv6_members(m, &gone);
+            }
             if m.is_empty() {
                 self.view.routes.remove(&key.prefix);
             }
         }
         self.refresh_route(key.prefix, out);
+    }
+
+    /// The link went administratively down: the kernel has flushed its
+    /// IPv4 routes whose next hops are all on it and its nexthop objects
+    /// (and the routes using them), and said nothing. Do the same.
+    fn flush_link(&mut self, ifindex: u32) {
+        let dead: HashSet<u32> = self
+            .view
+            .nexthops
+            .iter()
+            .filter(|(_, o)| matches!(o, NhObject::Single(h) if h.ifindex == ifindex))
+            .map(|(id, _)| *id)
+            .collect();
+        self.view.nexthops.retain(|id, _| !dead.contains(id));
+        let mut emptied = HashSet::new();
+        for (id, o) in self.view.nexthops.iter_mut() {
+            if let NhObject::Group(members) = o {
+                members.retain(|m| !dead.contains(m));
+                if members.is_empty() {
+                    emptied.insert(*id);
+                }
+            }
+        }
+        self.view.nexthops.retain(|id, _| !emptied.contains(id));
+        for routes in self.view.routes.values_mut() {
+            routes.retain(|r| {
+                let via_dead_object = r
+                    .nhid
+                    .is_some_and(|n| dead.contains(&n) || emptied.contains(&n));
+                let all_on_link = r.key.prefix.addr().is_ipv4()
+                    && r.nhid.is_none()
+                    && !r.nexthops.is_empty()
+                    && r.nexthops.iter().all(|h| h.ifindex == ifindex);
+                !(via_dead_object || all_on_link)
+            });
+        }
+        self.view.routes.retain(|_, v| !v.is_empty());
     }
 
     fn process_nexthop(&mut self, id: u32, obj: Option<NhObject>, out: &mut Vec<FibChange>) {
@@ -498,6 +550,23 @@ impl Reconciler {
     fn link_usable(&self, ifindex: u32) -> bool {
         self.is_managed(ifindex) && self.view.links.get(&ifindex).is_some_and(|l| l.up)
     }
+}
+
+/// Remove the members of `gone` from the IPv6 multipath routes of the same
+/// table and metric; a route left with one member becomes a plain route
+/// through it (as the kernel then reports it).
+fn remove_ipv6_members(routes: &mut Vec<KRoute>, gone: &KRoute) {
+    for r in routes.iter_mut() {
+        if (r.key.table, r.key.metric) != (gone.key.table, gone.key.metric) || r.nexthops.len() < 2
+        {
+            continue;
+        }
+        r.nexthops.retain(|h| !gone.nexthops.contains(h));
+        if r.nexthops.len() == 1 {
+            r.key.oif = r.nexthops[0].ifindex;
+        }
+    }
+    routes.retain(|r| !r.nexthops.is_empty() || r.nhid.is_some() || r.kind != KRouteKind::Unicast);
 }
 
 /// Insert or replace (same key) a route of the view.

@@ -10,6 +10,7 @@ fn link(ifindex: u32, name: &str, up: bool) -> KernelEvent {
         mac: [2, 0, 0, 0, 0, ifindex as u8],
         mtu: 1500,
         up,
+        admin_up: up,
         vlan: None,
     })
 }
@@ -156,7 +157,7 @@ fn local_wins_and_lowest_metric_of_main_is_used() {
             nexthop: hop("198.18.2.9", 3)
         })
     );
-    let c = r.process(KernelEvent::RouteGone(b.key));
+    let c = r.process(KernelEvent::RouteGone(b.clone()));
     assert_eq!(
         set_route(&c, "198.18.9.0/24"),
         Some(RouteTarget::Unicast {
@@ -176,7 +177,7 @@ fn local_wins_and_lowest_metric_of_main_is_used() {
     };
     let c = r.process(KernelEvent::Route(local));
     assert_eq!(set_route(&c, "198.18.1.1/32"), Some(RouteTarget::Local));
-    let c = r.process(KernelEvent::RouteGone(a.key));
+    let c = r.process(KernelEvent::RouteGone(a.clone()));
     assert_eq!(c, vec![FibChange::DelRoute(net("198.18.9.0/24"))]);
 }
 
@@ -363,4 +364,72 @@ fn an_ipv6_replace_onto_another_device_drops_the_old_route() {
             nexthop: hop("2001:db8:1::2", 2)
         })
     );
+}
+
+#[test]
+fn admin_down_flushes_ipv4_routes_the_kernel_flushes_silently() {
+    let mut r = rec();
+    r.process(KernelEvent::Route(route(
+        "198.18.200.0/24",
+        &[("198.18.3.2", 3)],
+    )));
+    // eth2 administratively down: the kernel deletes the route without a
+    // message; it must not come back when the link does.
+    let c = r.process(link(3, "eth2", false));
+    assert!(
+        c.contains(&FibChange::DelRoute(net("198.18.200.0/24"))),
+        "{c:?}"
+    );
+    let c = r.process(link(3, "eth2", true));
+    assert!(set_route(&c, "198.18.200.0/24").is_none(), "{c:?}");
+    assert!(!r.routes().any(|(p, _)| *p == net("198.18.200.0/24")));
+}
+
+#[test]
+fn carrier_loss_keeps_routes_and_they_return_with_the_carrier() {
+    let mut r = rec();
+    r.process(KernelEvent::Route(route(
+        "198.18.201.0/24",
+        &[("198.18.2.9", 3)],
+    )));
+    let mut no_carrier = LinkState {
+        ifindex: 3,
+        name: "eth2".into(),
+        mac: [2, 0, 0, 0, 0, 3],
+        mtu: 1500,
+        up: false,
+        admin_up: true,
+        vlan: None,
+    };
+    let c = r.process(KernelEvent::Link(no_carrier.clone()));
+    assert_eq!(set_route(&c, "198.18.201.0/24"), Some(RouteTarget::Kernel));
+    no_carrier.up = true;
+    let c = r.process(KernelEvent::Link(no_carrier));
+    assert!(matches!(
+        set_route(&c, "198.18.201.0/24"),
+        Some(RouteTarget::Unicast { .. })
+    ));
+}
+
+#[test]
+fn an_ipv6_multipath_member_deleted_alone_leaves_the_rest() {
+    let mut r = rec();
+    let mp = route(
+        "2001:db8:8300::/48",
+        &[("2001:db8:1::2", 2), ("2001:db8:2::2", 3)],
+    );
+    r.process(KernelEvent::Route(mp));
+    let mut member = route("2001:db8:8300::/48", &[("2001:db8:2::2", 3)]);
+    member.key.oif = 3;
+    let c = r.process(KernelEvent::RouteGone(member));
+    assert_eq!(
+        set_route(&c, "2001:db8:8300::/48"),
+        Some(RouteTarget::Unicast {
+            nexthop: hop("2001:db8:1::2", 2)
+        })
+    );
+    let mut last = route("2001:db8:8300::/48", &[("2001:db8:1::2", 2)]);
+    last.key.oif = 2;
+    let c = r.process(KernelEvent::RouteGone(last));
+    assert_eq!(c, vec![FibChange::DelRoute(net("2001:db8:8300::/48"))]);
 }
