@@ -1,0 +1,2 @@
+//! Kernel sync benchmarks (being written).
+fn main() {}
