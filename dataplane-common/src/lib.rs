@@ -86,13 +86,17 @@ pub enum Reason {
     Mtu = 19,
     /// Tagged with a VLAN id that has no managed sub-interface.
     UnknownVlan = 20,
-    /// The next hop's interface is not managed by xdpgate.
+    /// The next hop's interface is not managed by xdpgate (or is down).
     EgressUnmanaged = 21,
+    /// Unicast to another host's MAC (a flooding switch, a bridge port,
+    /// promiscuous mode): not ours to route; the kernel drops it as
+    /// PACKET_OTHERHOST (net/ipv4/ip_input.c ip_rcv_core).
+    OtherHost = 22,
 }
 
 impl Reason {
     /// Number of reasons: the stride of the per-interface counter block.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Every reason in numeric order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -118,6 +122,7 @@ impl Reason {
         Reason::Mtu,
         Reason::UnknownVlan,
         Reason::EgressUnmanaged,
+        Reason::OtherHost,
     ];
 
     /// The XDP action this reason leaves with.
@@ -155,6 +160,7 @@ impl Reason {
             Reason::Mtu => "mtu",
             Reason::UnknownVlan => "unknown_vlan",
             Reason::EgressUnmanaged => "egress_unmanaged",
+            Reason::OtherHost => "other_host",
         }
     }
 }
@@ -426,12 +432,10 @@ mod tests {
 
     #[test]
     fn counter_indices_do_not_overlap_between_slots() {
-        let last_of_slot0 = reason_index(0, Reason::EgressUnmanaged);
+        let last_of_slot0 = reason_index(0, Reason::OtherHost);
         let first_of_slot1 = reason_index(1, Reason::Malformed);
         assert_eq!(last_of_slot0 + 1, first_of_slot1);
-        assert!(
-            reason_index(MAX_IFACE_SLOTS - 1, Reason::EgressUnmanaged) < REASON_COUNTER_ENTRIES
-        );
+        assert!(reason_index(MAX_IFACE_SLOTS - 1, Reason::OtherHost) < REASON_COUNTER_ENTRIES);
         assert!(class_index(MAX_IFACE_SLOTS - 1, Class::Other) < CLASS_COUNTER_ENTRIES);
     }
 }

@@ -78,8 +78,21 @@ pub fn forward(
     if ingress.info.flags & IFACE_F_FORWARD == 0 {
         return (ingress.info.counter_slot, Reason::NotForwarded);
     }
+    if !addressed_to(ctx, &ingress.info.mac) {
+        return (ingress.info.counter_slot, Reason::OtherHost);
+    }
     match try_forward(ctx, &ingress, packet) {
         Ok(reason) | Err(reason) => (ingress.info.counter_slot, reason),
+    }
+}
+
+/// Whether the frame's destination MAC is `mac` (group addresses were
+/// punted before this point).
+#[inline(always)]
+fn addressed_to(ctx: &XdpContext, mac: &[u8; 6]) -> bool {
+    match ptr_at::<[u8; 6]>(ctx, 0) {
+        Ok(dst) => unsafe { *dst == *mac },
+        Err(_) => false,
     }
 }
 
@@ -144,7 +157,10 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
     }
     // SAFETY: copied out at once.
     let egress: IfaceInfo = *unsafe { IFACES.get(nh.ifindex) }.ok_or(Reason::EgressUnmanaged)?;
-    if egress.flags & IFACE_F_UP == 0 || PORTS.get_ifindex(egress.parent_ifindex).is_none() {
+    // PORTS is not looked up here: the control plane adds a port to it with
+    // the port's IFACES entry, and the redirect below fails on an empty
+    // slot anyway (one helper call less per packet).
+    if egress.flags & IFACE_F_UP == 0 {
         return Err(Reason::EgressUnmanaged);
     }
     if l3.len > egress.mtu as usize {
@@ -170,9 +186,9 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
     }
     match PORTS.redirect(egress.parent_ifindex, 0) {
         Ok(action) if action == xdp_action::XDP_REDIRECT => Ok(Reason::Forwarded),
-        // The port vanished between the check and now (a control-plane
-        // race): the frame is already rewritten for another hop, so the
-        // kernel would not take it; count it where it fits best.
+        // The port left the redirect table (the interface is going away):
+        // the frame is already rewritten for the next hop, so the kernel
+        // drops it as not addressed to it; counted here.
         _ => Err(Reason::EgressUnmanaged),
     }
 }

@@ -577,7 +577,7 @@ fn vlans_are_pushed_popped_and_rewritten() {
                 Case::new(
                     format!("{fam} tagged 100 in, untagged out of eth2 (pop)"),
                     "eth1",
-                    b.on(l2(H1_MAC, eth1, &[tci(5, false, 100)]), 64),
+                    b.on(l2(H1_MAC, V100_MAC, &[tci(5, false, 100)]), 64),
                 )
                 .counted("eth1.100")
                 .forwarded(b.on(l2(eth2, gw2, &[]), 63)),
@@ -587,7 +587,7 @@ fn vlans_are_pushed_popped_and_rewritten() {
                 Case::new(
                     format!("{fam} tagged 100 (PCP 5, DEI) in, tagged 300 out of eth2 (rewrite)"),
                     "eth1",
-                    b.on(l2(H1_MAC, eth1, &[tci(5, true, 100)]), 64),
+                    b.on(l2(H1_MAC, V100_MAC, &[tci(5, true, 100)]), 64),
                 )
                 .counted("eth1.100")
                 .forwarded(b.on(l2(V300_MAC, m6(GW300_MAC), &[tci(5, true, 300)]), 63)),
@@ -616,7 +616,7 @@ fn vlans_are_pushed_popped_and_rewritten() {
                         "{fam} router on a stick: tagged 100 (PCP 3) in, tagged 200 out of eth1"
                     ),
                     "eth1",
-                    b.on(l2(H1_MAC, eth1, &[tci(3, false, 100)]), 64),
+                    b.on(l2(H1_MAC, V100_MAC, &[tci(3, false, 100)]), 64),
                 )
                 .counted("eth1.100")
                 .transmitted(b.on(l2(V200_MAC, m6(GW200_MAC), &[tci(3, false, 200)]), 63)),
@@ -626,7 +626,7 @@ fn vlans_are_pushed_popped_and_rewritten() {
                 Case::new(
                     format!("{fam} tagged 100 in, back out of eth1.100"),
                     "eth1",
-                    b.on(l2(H1_MAC, eth1, &[tci(0, false, 100)]), 64),
+                    b.on(l2(H1_MAC, V100_MAC, &[tci(0, false, 100)]), 64),
                 )
                 .counted("eth1.100")
                 .transmitted(b.on(l2(V100_MAC, m6(GW100_MAC), &[tci(0, false, 100)]), 63)),
@@ -676,7 +676,7 @@ fn vlans_are_pushed_popped_and_rewritten() {
                 Case::new(
                     format!("{fam} tagged 100 with TTL 1"),
                     "eth1",
-                    b.on(l2(H1_MAC, eth1, &[100]), 1),
+                    b.on(l2(H1_MAC, V100_MAC, &[100]), 1),
                 )
                 .counted("eth1.100")
                 .punted(R::TtlExceeded),
@@ -785,6 +785,32 @@ fn punts_and_drops_leave_the_frame_untouched() {
                     _ => c.punted(reason),
                 });
             }
+        }
+        run_cases(r, &cases);
+    });
+}
+
+#[test]
+fn unicast_to_another_hosts_mac_is_not_routed() {
+    // A flooding switch or a bridge port delivers frames for other hosts:
+    // routing them would duplicate traffic. The kernel drops them as
+    // PACKET_OTHERHOST; XDP leaves them to it, untouched and counted.
+    with_base(|r| {
+        let mut cases = Vec::new();
+        for (fam, src, dst) in [
+            ("IPv4", IpAddr::from(H1), IpAddr::from(FAR)),
+            ("IPv6", IpAddr::from(H1_6), IpAddr::from(FAR_6)),
+        ] {
+            let other_host = [0x02, 0x00, 0x00, 0x77, 0x77, 0x77];
+            let input = Body::udp(src, dst).on(l2(H1_MAC, other_host, &[]), 64);
+            cases.push(
+                Case::new(
+                    format!("{fam} routable, but to another host's MAC"),
+                    "eth1",
+                    input,
+                )
+                .punted(R::OtherHost),
+            );
         }
         run_cases(r, &cases);
     });
