@@ -36,6 +36,7 @@ use xdpgate::{
     lab::{H1_V4, H2_V4, HOST_IFACE, Lab, R1_V4, xdp_prog_id},
     netns,
 };
+use xdpgate_tests::rng::Rng;
 use xdpgate_tests::{
     frames::Frame,
     support::{self, Daemon, SIGTERM},
@@ -137,29 +138,6 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-/// SplitMix64: a small deterministic generator, so every run installs the
-/// same routes and sends to the same destinations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi` (the modulo bias is irrelevant here).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -270,7 +248,7 @@ fn random_v4_prefix(rng: &mut Rng) -> (u32, u8) {
 fn random_v6_prefix(rng: &mut Rng) -> (u128, u8) {
     loop {
         let len = rng.range(16, 128) as u8;
-        let addr = rng.u128();
+        let addr = rng.wide();
         let first16 = (addr >> 112) as u16;
         if !(0x2000..=0x3fff).contains(&first16) || first16 == 0x2001 {
             continue;
@@ -666,7 +644,7 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
             let host = if len == 128 {
                 0
             } else {
-                rng.u128() & (u128::MAX >> len)
+                rng.wide() & (u128::MAX >> len)
             };
             frame_v6(Ipv6Addr::from(addr | host))
         })

@@ -2,5 +2,6 @@
 //! a packet builder for `BPF_PROG_TEST_RUN` fixtures and lab support.
 pub mod fibtest;
 pub mod frames;
+pub mod rng;
 pub mod support;
 pub mod traffic;

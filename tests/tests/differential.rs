@@ -36,6 +36,7 @@ use xdpgate::{
     dataplane::SlotCounters,
     fib::{NextHopSpec, RouteTarget},
 };
+use xdpgate_tests::rng::Rng;
 use xdpgate_tests::{
     fibtest::{Router, in_router, prefix},
     frames::{Frame, Mac, verify_checksums},
@@ -46,32 +47,6 @@ const DEFAULT_SEED: u64 = 0x7864_7067_6174_6501;
 const ROUTES: usize = 3000;
 /// Destinations per family and phase.
 const DESTINATIONS: usize = 10_000;
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, good enough here.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn wide(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
-
-    /// Uniform in `lo..=hi` (the modulo bias is irrelevant at these sizes).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-}
 
 /// One address family's space and fixtures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

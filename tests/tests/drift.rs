@@ -29,6 +29,7 @@ use xdpgate::{
     lab::{Lab, LabGuard},
     netns,
 };
+use xdpgate_tests::rng::Rng;
 use xdpgate_tests::support::*;
 
 const IFACES: [&str; 3] = ["eth1", "eth2", "eth3"];
@@ -44,29 +45,6 @@ const USABLE: [&str; 6] = ["REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", 
 /// More members than this and the reconciler leaves a route to the kernel
 /// (reconcile.rs uses fib::MAX_ECMP_MEMBERS, = dataplane-common MAX_ECMP).
 const MAX_ECMP: usize = 16;
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable, good enough to
-/// pick test operations; one seed gives one sequence on every machine.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0; the modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 /// One route as the API shows it: type and the set of (gateway, dev).
 type RouteView = (String, BTreeSet<(String, String)>);
@@ -364,7 +342,7 @@ impl Drop for TempFile {
 }
 
 /// A random route prefix inside `range`, of a length in `min..=max`.
-fn random_prefix(rng: &mut SplitMix64, range: &str, min: u8, max: u8) -> IpNet {
+fn random_prefix(rng: &mut Rng, range: &str, min: u8, max: u8) -> IpNet {
     let len = min + rng.below(u64::from(max - min) + 1) as u8;
     match net(range) {
         IpNet::V4(r) => {
@@ -382,7 +360,7 @@ fn random_prefix(rng: &mut SplitMix64, range: &str, min: u8, max: u8) -> IpNet {
 }
 
 /// One random route change for a prefix of `pool`.
-fn route_change(rng: &mut SplitMix64, pool: &[IpNet], gws: [&str; 2]) -> String {
+fn route_change(rng: &mut Rng, pool: &[IpNet], gws: [&str; 2]) -> String {
     let p = rng.pick(pool);
     let gw = rng.pick(&gws);
     match rng.below(100) {
@@ -400,7 +378,7 @@ fn route_change(rng: &mut SplitMix64, pool: &[IpNet], gws: [&str; 2]) -> String 
     }
 }
 
-fn neighbour_change(rng: &mut SplitMix64) -> String {
+fn neighbour_change(rng: &mut Rng) -> String {
     let n = 2 + rng.below(2);
     let host = NEIGH_HOSTS.start() + rng.below(NEIGH_HOSTS.clone().count() as u64) as u8;
     let (addr, dev) = (format!("198.18.{n}.{host}"), format!("eth{n}"));
@@ -422,7 +400,7 @@ fn neighbour_change(rng: &mut SplitMix64) -> String {
 /// `count` random changes as `ip -batch` lines, with `flaps` down/up
 /// cycles of eth3 spread over them (IPv6 drops the link's global address
 /// on down, so each up puts it back). eth3 ends up.
-fn churn(rng: &mut SplitMix64, count: usize, flaps: usize) -> Vec<String> {
+fn churn(rng: &mut Rng, count: usize, flaps: usize) -> Vec<String> {
     let pool_v4: Vec<IpNet> = (0..400)
         .map(|_| random_prefix(rng, RANGE_V4, 17, 32))
         .collect();
@@ -538,7 +516,7 @@ fn churn_run(what: &str, extra: &[&str]) -> Churned {
                 .as_nanos() as u64
         });
     eprintln!("{what}: seed {seed} (XDPGATE_DRIFT_SEED={seed} replays the run)");
-    let mut rng = SplitMix64(seed);
+    let mut rng = Rng(seed);
     let lines = churn(&mut rng, CHANGES, FLAPS);
 
     let s = setup(extra);
