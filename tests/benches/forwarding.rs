@@ -234,7 +234,7 @@ const MAX_ERROR_LINES: usize = 5;
 fn random_v4_prefix(rng: &mut Rng) -> (u32, u8) {
     loop {
         let len = rng.range(8, 32) as u8;
-        let addr = rng.next() as u32;
+        let addr = rng.next_u64() as u32;
         let first = addr >> 24;
         if matches!(first, 0 | 127 | 169 | 198) || first >= 224 {
             continue;
@@ -583,7 +583,7 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
         .collect();
     let mut v4 = Table::<u32>::new();
     for size in V4_TABLES {
-        let mut draw_rng = Rng(rng.next());
+        let mut draw_rng = Rng(rng.next_u64());
         let new: Vec<(u32, u8)> = v4.grow(size, || random_v4_prefix(&mut draw_rng)).to_vec();
         let from = v4.prefixes.len() - new.len();
         let t = Instant::now();
@@ -596,11 +596,11 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
         let insert = t.elapsed();
         let frames: Vec<Vec<u8>> = (0..TESTRUN_FRAMES)
             .map(|_| {
-                let (addr, len) = v4.prefixes[rng.next() as usize % v4.prefixes.len()];
+                let (addr, len) = v4.prefixes[rng.next_u64() as usize % v4.prefixes.len()];
                 let host = if len == 32 {
                     0
                 } else {
-                    rng.next() as u32 & (u32::MAX >> len)
+                    rng.next_u64() as u32 & (u32::MAX >> len)
                 };
                 frame_v4(Ipv4Addr::from(addr | host))
             })
@@ -626,7 +626,7 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
         .map(|i| frame_v6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, i as u16, 0, 0, 0, 1)))
         .collect();
     let mut v6 = Table::<u128>::new();
-    let mut draw_rng = Rng(rng.next());
+    let mut draw_rng = Rng(rng.next_u64());
     let new: Vec<(u128, u8)> = v6
         .grow(V6_ROUTES, || random_v6_prefix(&mut draw_rng))
         .to_vec();
@@ -640,7 +640,7 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
     let insert = t.elapsed();
     let frames: Vec<Vec<u8>> = (0..TESTRUN_FRAMES)
         .map(|_| {
-            let (addr, len) = v6.prefixes[rng.next() as usize % v6.prefixes.len()];
+            let (addr, len) = v6.prefixes[rng.next_u64() as usize % v6.prefixes.len()];
             let host = if len == 128 {
                 0
             } else {

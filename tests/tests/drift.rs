@@ -346,11 +346,12 @@ fn random_prefix(rng: &mut Rng, range: &str, min: u8, max: u8) -> IpNet {
     let len = min + rng.below(u64::from(max - min) + 1) as u8;
     match net(range) {
         IpNet::V4(r) => {
-            let host_bits = u32::from(r.network()) | (rng.next() as u32 & !u32::from(r.netmask()));
+            let host_bits =
+                u32::from(r.network()) | (rng.next_u64() as u32 & !u32::from(r.netmask()));
             IpNet::new(IpAddr::from(host_bits.to_be_bytes()), len)
         }
         IpNet::V6(r) => {
-            let bits = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+            let bits = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
             let addr = u128::from(r.network()) | (bits & !u128::from(r.netmask()));
             IpNet::new(IpAddr::from(addr.to_be_bytes()), len)
         }
@@ -384,7 +385,7 @@ fn neighbour_change(rng: &mut Rng) -> String {
     let (addr, dev) = (format!("198.18.{n}.{host}"), format!("eth{n}"));
     if rng.below(100) < 70 {
         // Locally administered unicast.
-        let b = rng.next().to_be_bytes();
+        let b = rng.next_u64().to_be_bytes();
         let mac = format!(
             "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             b[0], b[1], b[2], b[3], b[4]
