@@ -365,3 +365,24 @@ pub fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Every item of a paged API list (`limit` 1000, following `next_cursor`).
+#[track_caller]
+pub fn api_items(api: SocketAddr, path: &str) -> Vec<serde_json::Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
+            None => format!("{path}{sep}limit=1000"),
+        };
+        let page = client::get_json(api, &url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+    panic!("{path}: more than 1000 pages");
+}

@@ -128,7 +128,7 @@ pub fn udp_burst(
 
 /// 8 MiB of receive buffer (SO_RCVBUFFORCE, root only): a burst must not
 /// be lost in the receiving socket when the test box is busy.
-fn big_receive_buffer(s: &UdpSocket) {
+pub fn big_receive_buffer(s: &UdpSocket) {
     use std::os::fd::AsRawFd as _;
     let size: libc::c_int = 8 << 20;
     // SAFETY: a valid socket fd and an int option.

@@ -24,12 +24,12 @@ use std::{
 };
 
 use xdpgate::{
-    client,
     fib::IpNet,
     lab::{Lab, LabGuard},
     netns,
 };
 use xdpgate_tests::rng::Rng;
+use xdpgate_tests::support::api_items;
 use xdpgate_tests::support::*;
 
 const IFACES: [&str; 3] = ["eth1", "eth2", "eth3"];
@@ -185,27 +185,6 @@ fn expected_route(r: &serde_json::Value, usable_links: &BTreeSet<String>) -> Rou
         n if n > MAX_ECMP => ("kernel".to_owned(), BTreeSet::new()),
         _ => ("multipath".to_owned(), usable),
     }
-}
-
-/// Every item of a paged API list (`limit` 1000, following `next_cursor`).
-#[track_caller]
-fn api_items(api: SocketAddr, path: &str) -> Vec<serde_json::Value> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
-            None => format!("{path}{sep}limit=1000"),
-        };
-        let page = client::get_json(api, &url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        items.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return items,
-        }
-    }
-    panic!("{path}: more than 1000 pages");
 }
 
 #[track_caller]

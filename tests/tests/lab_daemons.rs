@@ -17,10 +17,11 @@ use std::{
 };
 
 use xdpgate::{
-    client,
     lab::{H2_V4, H2_V6, LabGuard},
     netns,
 };
+use xdpgate_tests::support::api_items;
+use xdpgate_tests::traffic::big_receive_buffer;
 use xdpgate_tests::{support::*, traffic::udp_burst};
 
 const SVC_V4: &str = "198.18.100.1";
@@ -87,27 +88,6 @@ impl Setup {
 
 /// One next hop as the API shows it: (gateway, dev).
 type Hop = (String, String);
-
-/// Every item of a paged API list (`limit` 1000, following `next_cursor`).
-#[track_caller]
-fn api_items(api: SocketAddr, path: &str) -> Vec<serde_json::Value> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
-            None => format!("{path}{sep}limit=1000"),
-        };
-        let page = client::get_json(api, &url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        items.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return items,
-        }
-    }
-    panic!("{path}: more than 1000 pages");
-}
 
 /// The daemon's route for exactly `prefix`: (type, next hops), if any.
 #[track_caller]
@@ -649,23 +629,6 @@ fn udp_flows(
         .into_iter()
         .map(|r| r.join().expect("receiver panicked"))
         .collect()
-}
-
-/// 8 MiB of receive buffer (SO_RCVBUFFORCE, root only): no datagram may be
-/// lost in the socket while the box is busy.
-fn big_receive_buffer(s: &UdpSocket) {
-    use std::os::fd::AsRawFd as _;
-    let size: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket fd and an int option.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 #[test]
