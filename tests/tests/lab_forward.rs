@@ -25,6 +25,18 @@ fn assert_tcp_exact(lab: &xdpgate::lab::Lab, dst: IpAddr, port: u16, len: usize)
     assert!(got == pattern(len), "TCP to {dst}: bytes differ");
 }
 
+/// Run `args` in namespace `ns` and expect `expect` in its stdout.
+#[track_caller]
+fn assert_output_contains(ns: &str, args: &[&str], expect: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("run in netns");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(expect), "{args:?}: {text}");
+}
+
 #[test]
 fn only_xdp_carries_traffic_when_kernel_forwarding_is_off() {
     let lab = lab(false);
@@ -98,13 +110,7 @@ fn ttl_one_gets_time_exceeded_from_the_kernel() {
             "Time exceeded: Hop limit",
         ),
     ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &l.h1()])
-            .args(&args)
-            .output()
-            .expect("ping");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(expect), "{args:?}: {text}");
+        assert_output_contains(&l.h1(), &args, expect);
     }
     let s = daemon.stats();
     assert!(counter(&s, "eth1", "reasons", "ttl_exceeded") >= 2, "{s}");
@@ -151,13 +157,7 @@ fn too_big_with_df_gets_fragmentation_needed_and_packet_too_big() {
             "mtu=1280",
         ),
     ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &l.h1()])
-            .args(&args)
-            .output()
-            .expect("ping");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(expect), "{args:?}: {text}");
+        assert_output_contains(&l.h1(), &args, expect);
     }
     let s = daemon.stats();
     assert!(counter(&s, "eth1", "reasons", "mtu") >= 2, "{s}");
