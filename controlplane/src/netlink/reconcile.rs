@@ -289,9 +289,13 @@ impl Reconciler {
         }
         // Reachability through this link changed: routes may gain or lose
         // next hops. (Appearing managed links also pick up neighbours.)
+        // Only managed links change targets: a route through any other link
+        // is a `kernel` route whatever that link's state, so a flapping link
+        // xdpgate does not manage costs no walk over the table.
+        let managed = iface.is_some() || was.is_some();
         let up_changed =
             before.as_ref().map(|b| b.up) != Some(link.up) || was.is_none() != iface.is_none();
-        if up_changed {
+        if managed && up_changed {
             if iface.is_some() && was.is_none() {
                 for (i, a) in self.neighbours_on(ifindex) {
                     self.refresh_neighbour(i, a, out);

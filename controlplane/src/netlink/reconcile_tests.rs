@@ -433,3 +433,29 @@ fn an_ipv6_multipath_member_deleted_alone_leaves_the_rest() {
     let c = r.process(KernelEvent::RouteGone(last));
     assert_eq!(c, vec![FibChange::DelRoute(net("2001:db8:8300::/48"))]);
 }
+
+#[test]
+fn an_unmanaged_link_flapping_changes_nothing() {
+    let mut r = rec();
+    r.process(KernelEvent::Route(route(
+        "198.18.7.0/24",
+        &[("198.18.9.1", 9)],
+    )));
+    // Carrier lost and back (admin still up): the kernel keeps the route.
+    let mut eth9 = LinkState {
+        ifindex: 9,
+        name: "eth9".into(),
+        mac: [2, 0, 0, 0, 0, 9],
+        mtu: 1500,
+        up: false,
+        admin_up: true,
+        vlan: None,
+    };
+    assert!(r.process(KernelEvent::Link(eth9.clone())).is_empty());
+    eth9.up = true;
+    assert!(r.process(KernelEvent::Link(eth9)).is_empty());
+    assert!(
+        r.routes()
+            .any(|(p, t)| *p == net("198.18.7.0/24") && *t == RouteTarget::Kernel)
+    );
+}
