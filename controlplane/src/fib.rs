@@ -265,6 +265,28 @@ impl Fib {
         self.routes.iter()
     }
 
+    /// Routes in prefix order, starting after `after`, limited to prefixes
+    /// inside `within`. A range scan over the sorted table: a page costs
+    /// O(log n + its length), not a walk of the whole table. (`IpNet`
+    /// orders by family, then address, then length, so the prefixes inside
+    /// `within` form one run starting at its network address.)
+    pub fn routes_after(
+        &self,
+        after: Option<IpNet>,
+        within: Option<IpNet>,
+    ) -> impl Iterator<Item = (&IpNet, &RouteTarget)> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lower = match (after, within) {
+            (Some(a), _) => Excluded(a),
+            (None, Some(w)) => Included(IpNet::new(w.network(), 0).expect("length 0 is valid")),
+            (None, None) => Unbounded,
+        };
+        self.routes
+            .range((lower, Unbounded))
+            .take_while(move |(p, _)| within.is_none_or(|w| p.network() <= w.broadcast()))
+            .filter(move |(p, _)| within.is_none_or(|w| w.contains(*p)))
+    }
+
     pub fn route(&self, prefix: &IpNet) -> Option<&RouteTarget> {
         self.routes.get(prefix)
     }

@@ -321,3 +321,56 @@ fn route_flags_parse_like_ip_route() {
             .is_err()
     );
 }
+
+#[test]
+fn routes_after_pages_and_filters_like_a_full_scan() {
+    let mut f = fib();
+    let prefixes = [
+        "0.0.0.0/0",
+        "198.0.0.0/8",
+        "198.18.0.0/15",
+        "198.18.0.0/16",
+        "198.18.1.0/24",
+        "198.18.1.128/25",
+        "198.19.255.0/24",
+        "198.20.0.0/16",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+    ];
+    for p in prefixes {
+        f.set_route(net(p), RouteTarget::Blackhole).expect("route");
+    }
+    for w in [
+        "198.18.0.0/15",
+        "198.18.1.0/24",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "10.0.0.0/8",
+    ] {
+        let w = net(w);
+        let fast: Vec<IpNet> = f.routes_after(None, Some(w)).map(|(p, _)| *p).collect();
+        let slow: Vec<IpNet> = f
+            .routes()
+            .map(|(p, _)| *p)
+            .filter(|p| w.contains(p))
+            .collect();
+        assert_eq!(fast, slow, "within {w}");
+    }
+    // Paging two at a time visits every route once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page: Vec<IpNet> = f
+            .routes_after(after, None)
+            .take(2)
+            .map(|(p, _)| *p)
+            .collect();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().copied();
+        seen.extend(page);
+    }
+    let all: Vec<IpNet> = f.routes().map(|(p, _)| *p).collect();
+    assert_eq!(seen, all);
+}

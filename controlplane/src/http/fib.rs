@@ -32,8 +32,10 @@ pub struct ListQuery {
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// Entries matching the filters, over all pages.
-    pub total: usize,
+    /// Entries matching the filters, over all pages (absent where counting
+    /// would mean walking a large table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
     pub next_cursor: Option<String>,
 }
 
@@ -56,7 +58,7 @@ fn page<T>(all: Vec<T>, q: &ListQuery) -> Result<Page<T>, Error> {
     let items = all.into_iter().skip(start).take(limit).collect();
     Ok(Page {
         items,
-        total,
+        total: Some(total),
         next_cursor,
     })
 }
@@ -105,6 +107,9 @@ fn route_view(prefix: IpNet, t: &RouteTarget, names: &HashMap<u32, String>) -> R
     }
 }
 
+/// Routes are paged by prefix: `next_cursor` is the last prefix returned,
+/// and a page is a range scan of the sorted table (a full table holds a
+/// million routes; a page must not walk them all under the lock).
 async fn routes(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -115,21 +120,48 @@ async fn routes(
         .map(fib::parse_prefix)
         .transpose()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            fib::parse_prefix(c)
+                .map_err(|_| Error::BadRequest(format!("cursor {c:?} is not one this API gave")))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}, not {limit}"
+        )));
+    }
     let dp = state.dataplane.lock().expect("dataplane lock poisoned");
     let names = names(dp.fib());
-    let all: Vec<RouteView> = dp
+    let mut items: Vec<RouteView> = dp
         .fib()
-        .routes()
-        .filter(|(p, _)| within.is_none_or(|w| w.contains(*p)))
+        .routes_after(after, within)
         .map(|(p, t)| route_view(*p, t, &names))
         .filter(|r| {
             q.dev
                 .as_ref()
                 .is_none_or(|d| r.nexthops.iter().any(|n| &n.dev == d))
         })
+        .take(limit + 1)
         .collect();
+    let (v4, v6) = dp.fib().route_count();
     drop(dp);
-    Ok(Json(page(all, &q)?))
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = more
+        .then(|| items.last().map(|r| r.prefix.to_string()))
+        .flatten();
+    // Counting the matches of a filter would walk the table: `total` is the
+    // table size when unfiltered, and absent otherwise.
+    let total = (within.is_none() && q.dev.is_none()).then_some((v4 + v6) as usize);
+    Ok(Json(Page {
+        items,
+        total,
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Serialize)]

@@ -58,3 +58,73 @@ async fn unknown_path_is_a_json_404() {
             .contains("/api/v1/nope")
     );
 }
+
+#[tokio::test]
+async fn routes_are_paged_by_prefix_cursor_and_bad_input_is_a_json_400() {
+    let st = state().await;
+    {
+        let mut dp = st.dataplane.lock().expect("lock");
+        for p in [
+            "198.18.1.0/24",
+            "198.18.2.0/24",
+            "198.18.3.0/24",
+            "2001:db8::/32",
+        ] {
+            let prefix = crate::fib::parse_prefix(p).expect("prefix");
+            dp.update(|f| f.set_route(prefix, crate::fib::RouteTarget::Blackhole))
+                .expect("route");
+        }
+    }
+    let get = |path: String| {
+        let app = app(st.clone());
+        async move {
+            let resp = app
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).expect("JSON"),
+            )
+        }
+    };
+    let mut seen = Vec::new();
+    let mut url = "/api/v1/routes?limit=3".to_owned();
+    loop {
+        let (status, page) = get(url.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 4);
+        for r in page["items"].as_array().expect("items") {
+            seen.push(r["prefix"].as_str().expect("prefix").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/routes?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "198.18.1.0/24",
+            "198.18.2.0/24",
+            "198.18.3.0/24",
+            "2001:db8::/32"
+        ]
+    );
+    let (status, page) = get("/api/v1/routes?prefix=198.18.0.0/16".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().expect("items").len(), 3);
+    for bad in [
+        "/api/v1/routes?limit=0",
+        "/api/v1/routes?limit=1001",
+        "/api/v1/routes?cursor=nonsense",
+        "/api/v1/routes?prefix=198.18.1.1/24",
+        "/api/v1/routes?bogus=1",
+    ] {
+        let (status, body) = get(bad.into()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{bad}");
+    }
+}
