@@ -2152,7 +2152,7 @@ fn print_latency(l: &Latencies, count: usize, sync: &Value) {
         println!("{}", latency_row(label, v));
     }
     let api = if l.shown.is_empty() {
-        "The read API was not polled (a poll walks the whole table at this size).".to_owned()
+        "The read API was not polled here (the map probe is the finer one).".to_owned()
     } else {
         format!(
             "The API figures carry the HTTP round trip: {:.2} requests per change, the \
