@@ -36,6 +36,7 @@ use xdpgate::{
     lab::{H1_V4, H2_V4, HOST_IFACE, Lab, R1_V4, xdp_prog_id},
     netns,
 };
+use xdpgate_tests::benchutil::{cpu_model, is_root, loadavg, read_trim};
 use xdpgate_tests::rng::Rng;
 use xdpgate_tests::{
     frames::Frame,
@@ -108,37 +109,6 @@ fn print_header(args: &[String]) {
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned())
-}
-
-fn loadavg() -> String {
-    read_trim("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
 
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();

@@ -54,6 +54,7 @@ use xdpgate::{
     lab::{H1_V4, H2_V4, H2_V6},
     netns,
 };
+use xdpgate_tests::benchutil::{cpu_model, is_root, loadavg, read_trim};
 use xdpgate_tests::{rng::Rng, support};
 
 const SECTIONS: [&str; 2] = ["load", "latency"];
@@ -141,37 +142,6 @@ fn xdpgate_release_bin() -> PathBuf {
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned())
-}
-
-fn loadavg() -> String {
-    read_trim("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
 
 fn ip_version() -> String {
     Command::new("ip")

@@ -1,5 +1,6 @@
 //! Shared helpers for the workspace integration tests (`tests/tests/*.rs`):
 //! a packet builder for `BPF_PROG_TEST_RUN` fixtures and lab support.
+pub mod benchutil;
 pub mod fibtest;
 pub mod frames;
 pub mod rng;
