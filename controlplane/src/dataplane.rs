@@ -671,6 +671,21 @@ impl Dataplane {
     }
 }
 
+fn native_attach_error(iface: &str, source: &ProgramError) -> DataplaneError {
+    DataplaneError::Attach {
+        iface: iface.to_owned(),
+        mode: AttachMode::Native,
+        other: AttachMode::Skb,
+        reason: error_chain(source),
+    }
+}
+
+/// Attach a helper program (lab peer, benchmark sink) in native mode.
+fn attach_native(prog: &mut Xdp, iface: &str, ifindex: u32) -> Result<XdpLinkId, DataplaneError> {
+    prog.attach_to_if_index(ifindex, XdpMode::Driver)
+        .map_err(|source| native_attach_error(iface, &source))
+}
+
 /// A loaded pass-only program, for the far end of veths the lab redirects
 /// into. Its links are pinned by the caller so they outlive the process.
 pub struct PassProgram {
@@ -693,22 +708,10 @@ impl PassProgram {
         pin: &std::path::Path,
     ) -> Result<(), PassAttachError> {
         let prog = xdp_program(&mut self.ebpf, PASS_PROGRAM)?;
-        let id = prog
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                mode: AttachMode::Native,
-                other: AttachMode::Skb,
-                reason: error_chain(&source),
-            })?;
+        let id = attach_native(prog, iface, ifindex)?;
         let link = prog
             .take_link(id)
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                mode: AttachMode::Native,
-                other: AttachMode::Skb,
-                reason: error_chain(&source),
-            })?;
+            .map_err(|source| native_attach_error(iface, &source))?;
         let fd_link: aya::programs::links::FdLink = link
             .try_into()
             .map_err(|_| PassAttachError::NotALink(iface.to_owned()))?;
@@ -746,14 +749,7 @@ impl Sink {
     pub fn attach(iface: &str, ifindex: u32) -> Result<Self, DataplaneError> {
         let mut ebpf = load_object()?;
         load_program(&mut ebpf, SINK_PROGRAM)?;
-        xdp_program(&mut ebpf, SINK_PROGRAM)?
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                mode: AttachMode::Native,
-                other: AttachMode::Skb,
-                reason: error_chain(&source),
-            })?;
+        attach_native(xdp_program(&mut ebpf, SINK_PROGRAM)?, iface, ifindex)?;
         let counter = PerCpuArray::try_from(take_map(&mut ebpf, "SINK_COUNTER")?)
             .map_err(map_err("SINK_COUNTER"))?;
         Ok(Self { ebpf, counter })

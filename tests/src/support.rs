@@ -386,3 +386,19 @@ pub fn api_items(api: SocketAddr, path: &str) -> Vec<serde_json::Value> {
     }
     panic!("{path}: more than 1000 pages");
 }
+
+/// A route item of `/api/v1/routes` as (type, set of (gateway or "-", dev)).
+pub fn route_of(r: &serde_json::Value) -> (String, std::collections::BTreeSet<(String, String)>) {
+    let hops = r["nexthops"]
+        .as_array()
+        .expect("nexthops")
+        .iter()
+        .map(|h| {
+            (
+                h["gateway"].as_str().unwrap_or("-").to_owned(),
+                h["dev"].as_str().expect("dev").to_owned(),
+            )
+        })
+        .collect();
+    (r["type"].as_str().expect("type").to_owned(), hops)
+}

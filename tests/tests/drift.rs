@@ -29,8 +29,8 @@ use xdpgate::{
     netns,
 };
 use xdpgate_tests::rng::Rng;
-use xdpgate_tests::support::api_items;
 use xdpgate_tests::support::*;
+use xdpgate_tests::support::{api_items, route_of};
 
 const IFACES: [&str; 3] = ["eth1", "eth2", "eth3"];
 /// Churned route ranges; each test compares only inside these.
@@ -193,18 +193,7 @@ fn api_state(api: SocketAddr) -> State {
     for range in [RANGE_V4, RANGE_V6] {
         for r in api_items(api, &format!("/api/v1/routes?prefix={range}")) {
             let prefix = net(r["prefix"].as_str().expect("prefix"));
-            let hops = r["nexthops"]
-                .as_array()
-                .expect("nexthops")
-                .iter()
-                .map(|h| {
-                    (
-                        h["gateway"].as_str().unwrap_or("-").to_owned(),
-                        h["dev"].as_str().expect("dev").to_owned(),
-                    )
-                })
-                .collect();
-            routes.insert(prefix, (r["type"].as_str().expect("type").to_owned(), hops));
+            routes.insert(prefix, route_of(&r));
         }
     }
     let mut neighbours = BTreeMap::new();

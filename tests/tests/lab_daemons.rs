@@ -20,7 +20,7 @@ use xdpgate::{
     lab::{H2_V4, H2_V6, LabGuard},
     netns,
 };
-use xdpgate_tests::support::api_items;
+use xdpgate_tests::support::{api_items, route_of};
 use xdpgate_tests::traffic::big_receive_buffer;
 use xdpgate_tests::{support::*, traffic::udp_burst};
 
@@ -95,20 +95,7 @@ fn api_route(api: SocketAddr, prefix: &str) -> Option<(String, BTreeSet<Hop>)> {
     api_items(api, &format!("/api/v1/routes?prefix={prefix}"))
         .into_iter()
         .find(|r| r["prefix"] == prefix)
-        .map(|r| {
-            let hops = r["nexthops"]
-                .as_array()
-                .expect("nexthops")
-                .iter()
-                .map(|h| {
-                    (
-                        h["gateway"].as_str().unwrap_or("-").to_owned(),
-                        h["dev"].as_str().expect("dev").to_owned(),
-                    )
-                })
-                .collect();
-            (r["type"].as_str().expect("type").to_owned(), hops)
-        })
+        .map(|r| route_of(&r))
 }
 
 #[track_caller]
