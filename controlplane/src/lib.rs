@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod db;
 pub mod fib;
+pub mod firewall;
 pub mod http;
 pub mod ifinfo;
 pub mod lab;

@@ -5,6 +5,9 @@
 //! padding, no `bool`. The `user` feature adds `aya::Pod` for userspace.
 #![no_std]
 
+mod firewall;
+pub use firewall::*;
+
 /// Highest interface counter slot. Slot 0 counts frames seen on an interface
 /// the control plane has not registered in [`IfaceInfo`] (it should not
 /// happen; a non-zero slot 0 is worth a look).
@@ -92,11 +95,16 @@ pub enum Reason {
     /// promiscuous mode): not ours to route; the kernel drops it as
     /// PACKET_OTHERHOST (net/ipv4/ip_input.c ip_rcv_core).
     OtherHost = 22,
+    /// Dropped by a firewall rule or chain policy.
+    Filtered = 23,
+    /// Refused by a firewall rule or policy: a TCP RST or an ICMP / ICMPv6
+    /// port unreachable went back out of the ingress port (`XDP_TX`).
+    Rejected = 24,
 }
 
 impl Reason {
     /// Number of reasons: the stride of the per-interface counter block.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 25;
 
     /// Every reason in numeric order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -123,14 +131,16 @@ impl Reason {
         Reason::UnknownVlan,
         Reason::EgressUnmanaged,
         Reason::OtherHost,
+        Reason::Filtered,
+        Reason::Rejected,
     ];
 
     /// The XDP action this reason leaves with.
     pub const fn action(self) -> Action {
         match self {
-            Reason::Malformed | Reason::Blackhole => Action::Drop,
+            Reason::Malformed | Reason::Blackhole | Reason::Filtered => Action::Drop,
             Reason::Forwarded => Action::Redirect,
-            Reason::Transmitted => Action::Tx,
+            Reason::Transmitted | Reason::Rejected => Action::Tx,
             _ => Action::Pass,
         }
     }
@@ -161,6 +171,8 @@ impl Reason {
             Reason::UnknownVlan => "unknown_vlan",
             Reason::EgressUnmanaged => "egress_unmanaged",
             Reason::OtherHost => "other_host",
+            Reason::Filtered => "filtered",
+            Reason::Rejected => "rejected",
         }
     }
 }
@@ -402,6 +414,13 @@ mod user {
     unsafe impl aya::Pod for super::NeighKey {}
     unsafe impl aya::Pod for super::Neighbour {}
     unsafe impl aya::Pod for super::VlanKey {}
+    unsafe impl aya::Pod for super::RuleBitmap {}
+    unsafe impl aya::Pod for super::ChainInfo {}
+    unsafe impl aya::Pod for super::FwRule {}
+    unsafe impl aya::Pod for super::FwIfaceKey {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
 }
 
 #[cfg(test)]
@@ -428,14 +447,21 @@ mod tests {
         assert_eq!(core::mem::size_of::<NeighKey>(), 20);
         assert_eq!(core::mem::size_of::<Neighbour>(), 8);
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);
+        assert_eq!(core::mem::size_of::<RuleBitmap>(), 8 * FW_WORDS);
+        assert_eq!(core::mem::size_of::<ChainInfo>(), 40);
+        assert_eq!(core::mem::size_of::<FwRule>(), 8);
+        assert_eq!(core::mem::size_of::<FwIfaceKey>(), 8);
+        assert_eq!(core::mem::size_of::<Config>(), 8 + 4 * CT_TIMEOUTS);
+        assert_eq!(core::mem::size_of::<CtKey>(), 40);
+        assert_eq!(core::mem::size_of::<CtEntry>(), 32);
     }
 
     #[test]
     fn counter_indices_do_not_overlap_between_slots() {
-        let last_of_slot0 = reason_index(0, Reason::OtherHost);
+        let last_of_slot0 = reason_index(0, Reason::Rejected);
         let first_of_slot1 = reason_index(1, Reason::Malformed);
         assert_eq!(last_of_slot0 + 1, first_of_slot1);
-        assert!(reason_index(MAX_IFACE_SLOTS - 1, Reason::OtherHost) < REASON_COUNTER_ENTRIES);
+        assert!(reason_index(MAX_IFACE_SLOTS - 1, Reason::Rejected) < REASON_COUNTER_ENTRIES);
         assert!(class_index(MAX_IFACE_SLOTS - 1, Class::Other) < CLASS_COUNTER_ENTRIES);
     }
 }
