@@ -13,6 +13,8 @@ use crate::{
     lab::{DaemonOptions, Lab, LabOptions},
 };
 
+pub mod acl;
+
 pub const DEFAULT_API: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "/var/lib/xdpgate/xdpgate.db";
 
@@ -43,6 +45,13 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// The firewall: check and apply ruleset files, show the active rules.
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
+    /// UDP load generator (IPv4/IPv6) and reflector on the sockio I/O layer.
+    Loadgen(LoadgenArgs),
 }
 
 #[derive(Parser, Debug)]
@@ -81,6 +90,14 @@ pub struct RunArgs {
     /// Netlink receive buffer in bytes (for tests that force overruns).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub netlink_rcvbuf: Option<usize>,
+    /// Rule bitmaps the firewall can hold (both generations together);
+    /// raise it when a commit says the pool is full. 512 bytes each.
+    #[arg(long, default_value_t = dataplane_common::FW_DEFAULT_BITMAPS, value_name = "N")]
+    pub fw_bitmaps: u32,
+    /// Capacity of the connection-tracking table (an LRU: when full, the
+    /// least recently used connection is forgotten).
+    #[arg(long, default_value_t = dataplane_common::CT_DEFAULT_MAX, value_name = "N")]
+    pub conntrack_max: u32,
 }
 
 #[derive(Parser, Debug)]
@@ -156,6 +173,36 @@ pub struct LabStatusArgs {
     pub json: bool,
 }
 
+#[derive(Parser, Debug)]
+pub struct LoadgenArgs {
+    /// Where to send: ADDR:PORT, or [ADDR]:PORT for IPv6.
+    #[arg(required_unless_present = "reflect", conflicts_with = "reflect")]
+    pub target: Option<SocketAddr>,
+    /// Packets per second over all flows (10000, 50k, 1M); 0 or
+    /// "unlimited": as fast as the socket takes them.
+    #[arg(long, default_value = "1000")]
+    pub rate: crate::loadgen::Rate,
+    /// UDP payload bytes (at least 24: sequence number and send time).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Flows: sockets with distinct source ports, so ECMP and RSS spread them.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u16,
+    /// Seconds to send (default 10); with --reflect, to run (default: until
+    /// SIGINT or SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Be the reflector: send every datagram back to where it came from.
+    #[arg(long, requires = "listen")]
+    pub reflect: bool,
+    /// Where the reflector listens ([::]:PORT takes IPv4 and IPv6).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum OnOff {
     On,
@@ -193,12 +240,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             kernel_sync: !a.no_kernel_sync,
             tables: a.tables,
             netlink_rcvbuf: a.netlink_rcvbuf,
+            load: crate::dataplane::LoadOptions {
+                fw_bitmaps: a.fw_bitmaps,
+                conntrack_max: a.conntrack_max,
+                ..Default::default()
+            },
         })?,
         Command::Stats(a) => stats(&a)?,
         Command::Routes(a) => view(&a, "routes")?,
         Command::Neighbours(a) => view(&a, "neighbours")?,
         Command::Links(a) => view(&a, "links")?,
         Command::Lab { command } => lab(command)?,
+        Command::Acl { command } => acl::run(command)?,
+        Command::Loadgen(a) => crate::loadgen::run_cli(a)?,
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use tracing::{info, warn};
 
 use crate::{
     bpffs,
-    dataplane::{AttachMode, Dataplane, DataplaneError},
+    dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
+    firewall::{Firewall, FirewallError},
     db,
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
     http,
@@ -50,6 +51,8 @@ pub struct RunConfig {
     pub tables: Vec<u32>,
     /// Netlink receive buffer in bytes (tests shrink it to force overruns).
     pub netlink_rcvbuf: Option<usize>,
+    /// Map sizes: the firewall's bitmap pool and the connection table.
+    pub load: LoadOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,12 @@ pub enum DaemonError {
     Runtime(#[source] std::io::Error),
     #[error("serving the API: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(
+        "the stored firewall ruleset cannot be applied, so xdpgate will not start unfiltered: {0}"
+    )]
+    Firewall(#[source] FirewallError),
+    #[error("the dataplane lock is poisoned (a thread panicked holding it)")]
+    Poisoned,
     #[error("detaching left errors: {0:?}")]
     Detach(Vec<String>),
 }
@@ -194,16 +203,31 @@ fn install_static(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError
 async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
-    let mut dp = Dataplane::load()?;
-    attach_all(&mut dp, &cfg)?;
-    if let Err(e) = install_static(&mut dp, &cfg) {
-        for d in dp.detach_all() {
-            warn!("while backing out: {d}");
-        }
-        return Err(e);
+    let dataplane = Arc::new(Mutex::new(Dataplane::load_with(cfg.load)?));
+    // The stored ruleset is in the maps before any interface is attached:
+    // there is no moment in which the box forwards unfiltered. A ruleset
+    // that no longer applies stops the start rather than open the box.
+    let mut firewall = Firewall::new(pool.clone(), dataplane.clone());
+    match firewall.restore().await {
+        Ok(Some(commit)) => info!(commit, "firewall ruleset restored"),
+        Ok(None) => info!("no firewall ruleset committed yet: forwarding everything"),
+        Err(e) => return Err(DaemonError::Firewall(e)),
     }
-    let managed: Vec<String> = dp.fib().ifaces().map(|(i, _)| i.name.clone()).collect();
-    let dataplane = Arc::new(Mutex::new(dp));
+    let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
+    let managed = {
+        let mut dp = dataplane.lock().map_err(|_| DaemonError::Poisoned)?;
+        attach_all(&mut dp, &cfg)?;
+        if let Err(e) = install_static(&mut dp, &cfg) {
+            for d in dp.detach_all() {
+                warn!("while backing out: {d}");
+            }
+            return Err(e);
+        }
+        dp.fib()
+            .ifaces()
+            .map(|(i, _)| i.name.clone())
+            .collect::<Vec<String>>()
+    };
     let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
     if cfg.kernel_sync {
         let reconciler = Reconciler::new(
@@ -241,6 +265,7 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         dataplane: dataplane.clone(),
         db: pool.clone(),
         sync: sync_rx,
+        firewall,
     };
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|source| DaemonError::Listen {

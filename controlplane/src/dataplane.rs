@@ -22,6 +22,9 @@ use crate::{
     ifinfo::{self, IfInfoError},
 };
 
+mod fw;
+pub use fw::{FirewallMaps, InstallStats};
+
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpgate"));
 
@@ -77,6 +80,14 @@ pub enum DataplaneError {
         #[source]
         source: MapError,
     },
+    #[error("mapping map {map} into memory: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("counting CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
     #[error("detaching XDP from {iface} failed: {source}")]
     Detach {
         iface: String,
@@ -346,6 +357,7 @@ impl FibMaps {
 pub struct Dataplane {
     ebpf: Ebpf,
     maps: FibMaps,
+    firewall: FirewallMaps,
     fib: Fib,
     counters: CounterMaps,
     attached: Vec<Attached>,
@@ -362,12 +374,18 @@ pub struct LoadOptions {
     /// that replay one frame many times (`BPF_PROG_TEST_RUN` repeat reuses
     /// the buffer, so a decremented TTL would expire after 63 runs).
     pub ttl_decrement: bool,
+    /// Capacity of the firewall's bitmap pool (both generations; even).
+    pub fw_bitmaps: u32,
+    /// Capacity of the connection table.
+    pub conntrack_max: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ttl_decrement: true,
+            fw_bitmaps: dataplane_common::FW_DEFAULT_BITMAPS,
+            conntrack_max: dataplane_common::CT_DEFAULT_MAX,
         }
     }
 }
@@ -380,6 +398,8 @@ fn load_object_with(opts: LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ttl_dec: u8 = opts.ttl_decrement.into();
     aya::EbpfLoader::new()
         .override_global("TTL_DEC", &ttl_dec, true)
+        .map_max_entries("FW_BITMAPS", opts.fw_bitmaps.max(2) & !1)
+        .map_max_entries("CONNTRACK", opts.conntrack_max.max(1))
         .load(OBJECT)
         .map_err(|e| {
             let denied = matches!(
@@ -449,6 +469,10 @@ impl Dataplane {
         let mut ebpf = load_object_with(opts)?;
         load_program(&mut ebpf, MAIN_PROGRAM)?;
         let maps = FibMaps::take(&mut ebpf)?;
+        let mut firewall = FirewallMaps::take(&mut ebpf)?;
+        // Timeouts must be set before the first tracked packet: an all-zero
+        // CONFIG would expire every connection at once.
+        firewall.set_config(&dataplane_common::Config::default())?;
         let reasons =
             PerCpuArray::try_from(take_map(&mut ebpf, "REASON_COUNTERS")?).map_err(|source| {
                 DataplaneError::Map {
@@ -466,6 +490,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             maps,
+            firewall,
             fib: Fib::new(),
             counters: CounterMaps { reasons, classes },
             attached: Vec::new(),
@@ -489,6 +514,15 @@ impl Dataplane {
 
     pub fn counters(&self) -> &CounterMaps {
         &self.counters
+    }
+
+    /// The firewall and connection-tracking maps.
+    pub fn firewall(&self) -> &FirewallMaps {
+        &self.firewall
+    }
+
+    pub fn firewall_mut(&mut self) -> &mut FirewallMaps {
+        &mut self.firewall
     }
 
     pub fn attachments(&self) -> Vec<Attachment> {

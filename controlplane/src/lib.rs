@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod http;
 pub mod ifinfo;
 pub mod lab;
+pub mod loadgen;
 pub mod netlink;
 pub mod netns;
 pub mod testrun;

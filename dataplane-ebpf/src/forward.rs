@@ -4,13 +4,14 @@
 //! same way; the kernel then sends the ICMP errors and resolves neighbours).
 use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key, programs::XdpContext};
 use dataplane_common::{
-    IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
+    CHAIN_FORWARD, CHAIN_INPUT, IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
     ROUTE_BLACKHOLE, ROUTE_KERNEL, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
     ROUTE_UNREACHABLE, Reason, Route, VlanKey, ipv4_mapped,
 };
 
 use crate::{
     headers::{ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
+    firewall::Scratch,
     maps::{IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, VLANS},
     parse::{L3, Packet, ptr_at},
     rewrite,
@@ -18,8 +19,8 @@ use crate::{
 
 /// The interface a frame arrived on, after VLAN demultiplexing.
 pub struct Ingress {
-    /// The physical port (the XDP attach point).
-    pub port: u32,
+    /// The logical interface: the port, or its VLAN sub-interface.
+    pub ifindex: u32,
     pub info: IfaceInfo,
 }
 
@@ -29,13 +30,13 @@ pub struct Ingress {
 pub fn ingress(port: u32, port_info: IfaceInfo, packet: &Packet) -> Result<Ingress, Reason> {
     match packet.vlan_depth {
         0 => Ok(Ingress {
-            port,
+            ifindex: port,
             info: port_info,
         }),
         // A priority tag (VID 0, IEEE 802.1Q 9.6) carries no VLAN: the
         // frame belongs to the port itself.
         1 if packet.vid == 0 && packet.tpid == ETH_P_8021Q => Ok(Ingress {
-            port,
+            ifindex: port,
             info: port_info,
         }),
         // Sub-interfaces are 802.1Q: the kernel matches VLAN devices by tag
@@ -50,40 +51,71 @@ pub fn ingress(port: u32, port_info: IfaceInfo, packet: &Packet) -> Result<Ingre
             // SAFETY: the value is copied out at once.
             let sub = unsafe { VLANS.get(key) }.ok_or(Reason::UnknownVlan)?;
             let info = unsafe { IFACES.get(sub) }.ok_or(Reason::UnknownVlan)?;
-            Ok(Ingress { port, info: *info })
+            Ok(Ingress {
+                ifindex: *sub,
+                info: *info,
+            })
         }
         // Q-in-Q is terminated by the kernel, if at all.
         _ => Err(Reason::VlanTooDeep),
     }
 }
 
-/// Route `packet` (unicast IP, no exception) that arrived on `port`.
-/// Returns the counter slot (of the VLAN sub-interface, for a tagged frame)
-/// and the reason, which fixes the verdict; on `Forwarded` the redirect is
-/// already set up.
-#[inline(always)]
-pub fn forward(
-    ctx: &XdpContext,
-    port: u32,
-    port_info: IfaceInfo,
-    packet: &Packet,
-) -> (u32, Reason) {
-    if port_info.flags & IFACE_F_FORWARD == 0 {
-        return (port_info.counter_slot, Reason::NotForwarded);
-    }
-    let ingress = match ingress(port, port_info, packet) {
-        Ok(i) => i,
-        Err(reason) => return (port_info.counter_slot, reason),
+/// What routing decided for a packet that stays on the fast path, for the
+/// firewall and then `deliver`.
+pub struct Plan {
+    /// Counter slot (of the VLAN sub-interface, for a tagged frame).
+    pub slot: u32,
+    /// The port the frame came in on, and the logical ingress interface.
+    pub port: u32,
+    pub in_ifindex: u32,
+    /// CHAIN_FORWARD or CHAIN_INPUT.
+    pub chain: u32,
+    /// Egress interface (0: the box itself, or an interface XDP does not
+    /// know).
+    pub out_ifindex: u32,
+    /// What happens once the firewall accepts: `Forwarded` means `deliver`;
+    /// anything else is the reason the packet goes to the kernel with.
+    /// Set by the caller to the punt reason of a packet the kernel must
+    /// carry (a fragment, IPv4 options, IPv6 extension headers), which is
+    /// routed and filtered like any other, so the kernel only sees it if
+    /// the firewall lets it through; `Forwarded` otherwise.
+    pub then: Reason,
+    pub nh: NextHop,
+    /// Whom the neighbour table is asked for: the gateway, or the
+    /// destination itself on a connected route.
+    pub neigh_addr: [u8; 16],
+}
+
+/// Route `packet` (unicast IP) that arrived on `plan.port` up to the
+/// firewall: ingress interface, route, next hop. `Err` is the reason for a
+/// packet that ends here, counted under `plan.slot`.
+// A BPF-to-BPF call: the verifier's 512-byte stack limit covers a whole
+// call chain, so the route, firewall and delivery stages each get a frame
+// of their own instead of one frame holding all three.
+#[inline(never)]
+pub fn route(ctx: &XdpContext, packet: &Packet, s: &mut Scratch) -> Result<(), Reason> {
+    let plan = &mut s.plan;
+    let port = plan.port;
+    // SAFETY: copied out at once.
+    let port_info = match unsafe { IFACES.get(port) } {
+        Some(info) => *info,
+        None => IfaceInfo::default(),
     };
+    plan.slot = port_info.counter_slot;
+    if port_info.flags & IFACE_F_FORWARD == 0 {
+        return Err(Reason::NotForwarded);
+    }
+    let ingress = ingress(port, port_info, packet)?;
+    plan.slot = ingress.info.counter_slot;
     if ingress.info.flags & IFACE_F_FORWARD == 0 {
-        return (ingress.info.counter_slot, Reason::NotForwarded);
+        return Err(Reason::NotForwarded);
     }
     if !addressed_to(ctx, &ingress.info.mac) {
-        return (ingress.info.counter_slot, Reason::OtherHost);
+        return Err(Reason::OtherHost);
     }
-    match try_forward(ctx, &ingress, packet) {
-        Ok(reason) | Err(reason) => (ingress.info.counter_slot, reason),
-    }
+    plan.in_ifindex = ingress.ifindex;
+    plan_route(ctx, packet, plan)
 }
 
 /// Whether the frame's destination MAC is `mac` (group addresses were
@@ -131,23 +163,37 @@ fn lookup(ctx: &XdpContext, l3: &L3) -> Result<(Route, Dest), Reason> {
 }
 
 #[inline(always)]
-fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<Reason, Reason> {
+fn plan_route(ctx: &XdpContext, packet: &Packet, plan: &mut Plan) -> Result<(), Reason> {
     let l3 = &packet.l3;
     let (route, dest) = lookup(ctx, l3)?;
+    plan.chain = CHAIN_FORWARD;
+    plan.out_ifindex = 0;
     let nh_id = match route.kind {
         ROUTE_UNICAST => route.nh,
         ROUTE_MULTIPATH => pick_member(ctx, l3, route.nh)?,
         // Local before the TTL check: a packet for the box with TTL 1 is
         // delivered, not expired (net/ipv4/ip_input.c routes before
-        // ip_forward() checks the TTL).
-        ROUTE_LOCAL => return Err(Reason::Local),
+        // ip_forward() checks the TTL). The input chain filters it first.
+        ROUTE_LOCAL => {
+            plan.chain = CHAIN_INPUT;
+            if plan.then == Reason::Forwarded {
+                plan.then = Reason::Local;
+            }
+            return Ok(());
+        }
         ROUTE_BLACKHOLE => return Err(Reason::Blackhole),
         ROUTE_UNREACHABLE | ROUTE_PROHIBIT => return Err(Reason::Unreachable),
-        ROUTE_KERNEL => return Err(Reason::EgressUnmanaged),
+        // The kernel forwards it through an interface XDP does not
+        // manage: filtered here all the same (egress unknown to rules).
+        ROUTE_KERNEL => {
+            plan.then = Reason::EgressUnmanaged;
+            return Ok(());
+        }
         _ => return Err(Reason::NoRoute),
     };
     // Forwarding would take the TTL to 0: the kernel sends Time Exceeded
-    // (RFC 1812 5.3.1; net/ipv4/ip_forward.c).
+    // (RFC 1812 5.3.1; net/ipv4/ip_forward.c checks it before the
+    // netfilter FORWARD hook, so the firewall does too).
     if dest.ttl <= 1 {
         return Err(Reason::TtlExceeded);
     }
@@ -155,6 +201,32 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
     if nh.ifindex == 0 {
         return Err(Reason::NoRoute);
     }
+    plan.neigh_addr = if nh.family == NH_CONNECTED {
+        dest.addr
+    } else {
+        nh.gateway
+    };
+    plan.out_ifindex = nh.ifindex;
+    plan.nh = nh;
+    // The firewall runs before anything that punts a packet the kernel
+    // would forward (no neighbour, MTU, unmanaged egress): the kernel has
+    // no rules of its own, so every path to it goes through the chain.
+    Ok(())
+}
+
+/// The rest of the fast path, once the firewall accepted: egress checks,
+/// neighbour, rewrite, and the redirect (or `XDP_TX`).
+#[inline(never)]
+pub fn deliver(ctx: &XdpContext, packet: &Packet, s: &Scratch) -> Reason {
+    match try_deliver(ctx, packet, &s.plan) {
+        Ok(reason) | Err(reason) => reason,
+    }
+}
+
+#[inline(always)]
+fn try_deliver(ctx: &XdpContext, packet: &Packet, plan: &Plan) -> Result<Reason, Reason> {
+    let l3 = &packet.l3;
+    let nh = &plan.nh;
     // SAFETY: copied out at once.
     let egress: IfaceInfo = *unsafe { IFACES.get(nh.ifindex) }.ok_or(Reason::EgressUnmanaged)?;
     // PORTS is not looked up here: the control plane adds a port to it with
@@ -166,14 +238,9 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
     if l3.len > egress.mtu as usize {
         return Err(Reason::Mtu);
     }
-    let neigh_addr = if nh.family == NH_CONNECTED {
-        dest.addr
-    } else {
-        nh.gateway
-    };
     let key = NeighKey {
         ifindex: nh.ifindex,
-        addr: neigh_addr,
+        addr: plan.neigh_addr,
     };
     // SAFETY: copied out at once.
     let neigh = *unsafe { NEIGHBOURS.get(key) }.ok_or(Reason::NoNeighbour)?;
@@ -181,7 +248,7 @@ fn try_forward(ctx: &XdpContext, ingress: &Ingress, packet: &Packet) -> Result<R
     let l3_off = rewrite::l2(ctx, packet.vlan_depth, &neigh.mac, &egress)?;
     rewrite::decrement_ttl(ctx, l3.family, l3_off)?;
 
-    if egress.parent_ifindex == ingress.port {
+    if egress.parent_ifindex == plan.port {
         return Ok(Reason::Transmitted);
     }
     match PORTS.redirect(egress.parent_ifindex, 0) {

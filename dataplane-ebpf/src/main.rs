@@ -6,15 +6,19 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
+mod firewall;
 mod forward;
 mod headers;
 mod maps;
 mod parse;
+mod reject;
 mod rewrite;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dataplane_common::{Class, Reason};
+use maps::SCRATCH;
 
 #[xdp]
 pub fn xdpgate(ctx: XdpContext) -> u32 {
@@ -24,7 +28,8 @@ pub fn xdpgate(ctx: XdpContext) -> u32 {
 
 /// Why this frame gets the verdict it gets, and the counter slot and traffic
 /// class it is counted under. Malformed frames are dropped; frames the fast
-/// path must not decide are punted to the kernel with their reason.
+/// path must not decide are punted to the kernel with their reason; routed
+/// frames go through the firewall between routing and delivery.
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> (u32, Reason, Option<Class>) {
     let (port, port_info) = stats::port(ctx);
@@ -32,11 +37,45 @@ fn decide(ctx: &XdpContext) -> (u32, Reason, Option<Class>) {
         Ok(packet) => packet,
         Err(reason) => return (port_info.counter_slot, reason, None),
     };
-    if let Some(reason) = packet.exception {
-        return (port_info.counter_slot, reason, Some(packet.class));
+    let class = Some(packet.class);
+    let then = match packet.exception {
+        None => Reason::Forwarded,
+        // The kernel would route these: they go through the firewall.
+        Some(r @ (Reason::Ipv4Options | Reason::Fragment | Reason::Ipv6ExtHeader)) => r,
+        Some(reason) => return (port_info.counter_slot, reason, class),
+    };
+    // Routing and firewall state lives in a per-CPU map entry, not on the
+    // stack (the verifier's 512 bytes cover the whole call chain).
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return (port_info.counter_slot, Reason::NotForwarded, class);
+    };
+    // SAFETY: this CPU's entry; XDP runs with preemption disabled.
+    let s = unsafe { &mut *scratch };
+    s.plan.slot = port_info.counter_slot;
+    s.plan.port = port;
+    s.plan.in_ifindex = port;
+    s.plan.then = then;
+    if let Err(reason) = forward::route(ctx, &packet, s) {
+        // A packet for the kernel that XDP would not route anyway keeps
+        // its own reason: the firewall only changes what the kernel gets.
+        let reason = if then == Reason::Forwarded { reason } else { then };
+        return (s.plan.slot, reason, class);
     }
-    let (slot, reason) = forward::forward(ctx, port, port_info, &packet);
-    (slot, reason, Some(packet.class))
+    let mut entry = core::ptr::null_mut();
+    match firewall::begin(ctx, &packet, s, &mut entry) {
+        Ok(true) => {
+            let position = firewall::classify(s);
+            if let Err(reason) = firewall::verdict(ctx, &packet, s, entry, position) {
+                return (s.plan.slot, reason, class);
+            }
+        }
+        Ok(false) => {}
+        Err(reason) => return (s.plan.slot, reason, class),
+    }
+    if s.plan.then != Reason::Forwarded {
+        return (s.plan.slot, s.plan.then, class);
+    }
+    (s.plan.slot, forward::deliver(ctx, &packet, s), class)
 }
 
 /// The single exit: bump the per-CPU counters, return the verdict. The

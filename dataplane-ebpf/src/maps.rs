@@ -1,12 +1,16 @@
 //! Every map the program uses. Capacities live in `dataplane-common`.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    CLASS_COUNTER_ENTRIES, Counter, IfaceInfo, MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS,
-    MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VLANS, NeighKey, Neighbour, NextHop, NhGroup,
-    REASON_COUNTER_ENTRIES, Route, RouteKeyV4, RouteKeyV6, VlanKey,
+    CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtEntry, CtKey,
+    FW_DEFAULT_BITMAPS, FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4,
+    FW_MAX_PREFIXES_V6, FW_MAX_RULES, FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4,
+    FwPrefixV6, FwRule, IfaceInfo, MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VLANS, NeighKey, Neighbour, NextHop, NhGroup,
+    REASON_COUNTER_ENTRIES, Route, RouteKeyV4, RouteKeyV6, RuleBitmap, VlanKey,
 };
 
 /// ifindex (u32) -> IfaceInfo: every managed interface, VLAN sub-interfaces
@@ -58,3 +62,55 @@ pub static CLASS_COUNTERS: PerCpuArray<Counter> =
 /// Frames and bytes `xdp_sink` dropped, per CPU (index 0). Benchmarks only.
 #[map]
 pub static SINK_COUNTER: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+
+/// Runtime switches (one entry): the active firewall generation, flags,
+/// connection timeouts. Written by the control plane.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Firewall: the pool of rule bitmaps, indexed by bitmap id. Written by the
+/// control plane through mmap (BPF_F_MMAPABLE), a commit being a memcpy.
+/// The daemon may load it with another size (`--fw-bitmaps`).
+#[map]
+pub static FW_BITMAPS: Array<RuleBitmap> =
+    Array::with_max_entries(FW_DEFAULT_BITMAPS, BPF_F_MMAPABLE);
+
+/// Firewall: what each (generation, chain) holds.
+#[map]
+pub static FW_CHAIN_INFO: Array<ChainInfo> = Array::with_max_entries(FW_TABLES, 0);
+
+/// Firewall: action and database id of the rule at each position.
+#[map]
+pub static FW_RULES: Array<FwRule> =
+    Array::with_max_entries(FW_TABLES * FW_MAX_RULES, BPF_F_MMAPABLE);
+
+/// Firewall: bitmap ids of the dense fields (ports, ICMP type/code,
+/// protocol, TCP flags, connection state); layout in dataplane-common.
+#[map]
+pub static FW_FIELDS: Array<u32> = Array::with_max_entries(FW_FIELD_ENTRIES, BPF_F_MMAPABLE);
+
+/// Firewall: bitmap ids of the interfaces rules name.
+#[map]
+pub static FW_IFACES: HashMap<FwIfaceKey, u32> = HashMap::with_max_entries(FW_MAX_IFACE_KEYS, 0);
+
+/// Firewall: bitmap ids of source / destination prefixes (set members
+/// included), per table and side.
+#[map]
+pub static FW_PREFIXES_V4: LpmTrie<FwPrefixV4, u32> = LpmTrie::with_max_entries(FW_MAX_PREFIXES_V4, 0);
+#[map]
+pub static FW_PREFIXES_V6: LpmTrie<FwPrefixV6, u32> = LpmTrie::with_max_entries(FW_MAX_PREFIXES_V6, 0);
+
+/// Firewall: packets and bytes per rule position and chain policy, per CPU.
+#[map]
+pub static FW_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FW_RULE_COUNTER_ENTRIES, 0);
+
+/// Connection tracking: canonical 5-tuple -> state. LRU, so a full table
+/// evicts the least recently used flow rather than refusing new ones. The
+/// daemon may load it with another size (`--conntrack-max`).
+#[map]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_DEFAULT_MAX, 0);
+
+/// Per-CPU working space of the firewall stage (one entry). Not shared
+/// with userspace.
+#[map]
+pub static SCRATCH: PerCpuArray<crate::firewall::Scratch> = PerCpuArray::with_max_entries(1, 0);

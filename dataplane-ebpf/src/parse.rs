@@ -42,11 +42,44 @@ pub struct L3 {
     pub len: usize,
 }
 
+/// Largest offset `ptr_at` accepts: well beyond any frame XDP sees (a page,
+/// or a jumbo frame), below the verifier's MAX_PACKET_OFF (0xffff).
+const MAX_FRAME_OFFSET: usize = 0x3fff;
+
+/// Start of the frame. A volatile read: the program calls into separate
+/// BPF functions with the context, and LLVM would otherwise pass them the
+/// loaded `data`/`data_end` as 32-bit integers (argument promotion), which
+/// the verifier refuses ("pointer arithmetic on pkt_end prohibited").
+#[inline(always)]
+pub fn data(ctx: &XdpContext) -> usize {
+    // SAFETY: `ctx.ctx` is the program's context pointer.
+    ctx.data()
+}
+
+/// End of the frame; see [`data`].
+#[inline(always)]
+pub fn data_end(ctx: &XdpContext) -> usize {
+    // SAFETY: `ctx.ctx` is the program's context pointer.
+    ctx.data_end()
+}
+
+/// Bytes in the frame.
+#[inline(always)]
+pub fn len(ctx: &XdpContext) -> usize {
+    data_end(ctx) - data(ctx)
+}
+
 /// Bounds-checked pointer to a `T` at `offset` from the frame start.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+    // Offsets that went through memory (a `Packet` handed between BPF
+    // functions) reach the verifier unbounded; it allows packet-pointer
+    // arithmetic only with a bounded offset (below MAX_PACKET_OFF).
+    if offset > MAX_FRAME_OFFSET {
+        return Err(Reason::Malformed);
+    }
+    let start = data(ctx);
+    let end = data_end(ctx);
     if start + offset + size_of::<T>() > end {
         return Err(Reason::Malformed);
     }
@@ -55,11 +88,13 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
 
 #[inline(always)]
 fn frame_len(ctx: &XdpContext) -> usize {
-    ctx.data_end() - ctx.data()
+    len(ctx)
 }
 
 /// Parse one frame. `Err` carries a reason that ends processing at once
 /// (malformed, or a frame the fast path never looks into).
+// A BPF-to-BPF call: its own stack frame (the verifier's 512-byte limit
+// covers the whole call chain, and the firewall's calls come after).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;

@@ -19,7 +19,7 @@ pub fn port(ctx: &XdpContext) -> (u32, IfaceInfo) {
 
 #[inline(always)]
 fn frame_len(ctx: &XdpContext) -> u64 {
-    (ctx.data_end() - ctx.data()) as u64
+    crate::parse::len(ctx) as u64
 }
 
 #[inline(always)]

@@ -469,6 +469,7 @@ fn testrun_in_router() -> (Duration, Vec<TestRunRow>) {
     let t = Instant::now();
     let mut dp = Dataplane::load_with(LoadOptions {
         ttl_decrement: false,
+        ..LoadOptions::default()
     })
     .expect("load the XDP object");
     dp.floor_program().expect("load the floor program");

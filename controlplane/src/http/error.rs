@@ -1,6 +1,8 @@
 //! One error type for every handler, one JSON shape for every error:
-//! `{"error": {"code": "...", "message": "..."}}`. Internal errors are logged
-//! with an id and never leaked.
+//! `{"error": {"code": "...", "message": "...", "details": [...]}}`
+//! (`details` only where there is a list of reasons, such as every problem
+//! of a refused ruleset). Internal errors are logged with an id and never
+//! leaked.
 use axum::{
     Json,
     http::{StatusCode, Uri},
@@ -14,6 +16,19 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Bad input with every reason listed: strings, or objects with a
+    /// `message` (and, for a ruleset problem, the `rule` index).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<serde_json::Value>,
+    },
+    /// The firewall refused a ruleset (400, with its problems) or failed
+    /// (500).
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
+    #[error(transparent)]
+    FirewallStore(#[from] crate::firewall::store::StoreError),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error(transparent)]
@@ -24,16 +39,22 @@ impl Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Dataplane(_) | Error::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::BadRequest(_) | Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::Firewall(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
+            Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
     fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
-            Error::BadRequest(_) => "bad_request",
-            Error::Dataplane(_) | Error::Db(_) => "internal",
+            Error::BadRequest(_) | Error::Invalid { .. } => "bad_request",
+            Error::Firewall(e) if e.is_bad_request() => "bad_request",
+            Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
+                "internal"
+            }
         }
     }
 }
@@ -41,6 +62,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let details = self.details();
         let message = if status.is_server_error() {
             let id = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -48,12 +70,45 @@ impl IntoResponse for Error {
                 .unwrap_or_default();
             tracing::error!(error_id = id, "{self}");
             format!("internal error (id {id}); see the daemon's log")
+        } else if let (Error::Firewall(_), Some(d)) = (&self, &details) {
+            // The problems are in `details`; the message need not repeat them.
+            problems_message(d.len())
         } else {
             self.to_string()
         };
-        let body = json!({ "error": { "code": self.code(), "message": message } });
+        let mut body = json!({ "error": { "code": self.code(), "message": message } });
+        if let Some(details) = details {
+            body["error"]["details"] = details.into();
+        }
         (status, Json(body)).into_response()
     }
+}
+
+impl Error {
+    /// A ruleset refused for its `problems`, each in `details`.
+    pub fn problems(problems: &[crate::firewall::rule::Problem]) -> Error {
+        Error::Invalid {
+            message: problems_message(problems.len()),
+            details: problems.iter().map(|p| json!(p)).collect(),
+        }
+    }
+
+    fn details(&self) -> Option<Vec<serde_json::Value>> {
+        match self {
+            Error::Invalid { details, .. } => Some(details.clone()),
+            Error::Firewall(e) if e.is_bad_request() => {
+                e.problems().map(|p| p.iter().map(|p| json!(p)).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn problems_message(n: usize) -> String {
+    format!(
+        "the ruleset was refused: {n} problem{}",
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 pub async fn not_found(uri: Uri) -> Error {
@@ -78,6 +133,25 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| Error::BadRequest(e.body_text()))
+    }
+}
+
+/// `Json` whose rejection (bad JSON, wrong shape, missing content type) is
+/// an [`Error`], like [`ApiQuery`].
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(v)| ApiJson(v))
             .map_err(|e| Error::BadRequest(e.body_text()))
     }
 }

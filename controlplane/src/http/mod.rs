@@ -2,6 +2,7 @@
 //! tests call `app(state).oneshot(request)` with no socket.
 mod error;
 mod fib;
+mod firewall;
 mod health;
 mod stats;
 
@@ -12,7 +13,7 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 
 pub use self::error::Error;
-use crate::{dataplane::Dataplane, netlink::sync::SyncStatus};
+use crate::{dataplane::Dataplane, firewall::Firewall, netlink::sync::SyncStatus};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -21,12 +22,19 @@ pub struct AppState {
     pub db: SqlitePool,
     /// The kernel sync's progress.
     pub sync: watch::Receiver<SyncStatus>,
+    /// The firewall service (commits are serialised by its lock).
+    pub firewall: Arc<tokio::sync::Mutex<Firewall>>,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
-        .nest("/api/v1", stats::router().merge(fib::router()))
+        .nest(
+            "/api/v1",
+            stats::router()
+                .merge(fib::router())
+                .merge(firewall::router()),
+        )
         .fallback(error::not_found)
         .with_state(state)
 }

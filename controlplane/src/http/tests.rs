@@ -9,10 +9,13 @@ use super::*;
 async fn state() -> AppState {
     let db = crate::db::open(Path::new(":memory:")).await.expect("db");
     let dataplane = Dataplane::load().expect("load the XDP object (needs root)");
+    let dataplane = Arc::new(Mutex::new(dataplane));
+    let firewall = crate::firewall::Firewall::new(db.clone(), dataplane.clone());
     AppState {
-        dataplane: Arc::new(Mutex::new(dataplane)),
+        dataplane,
         db,
         sync: watch::channel(SyncStatus::default()).1,
+        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
     }
 }
 

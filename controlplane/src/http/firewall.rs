@@ -1,0 +1,272 @@
+//! The firewall API: the active ruleset with its counters, the candidate
+//! (what the next commit applies), commits and their history.
+//!
+//! Every write takes the firewall's lock first, so a candidate edit can
+//! never slip between another request's candidate write and its commit.
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppState, Error,
+    error::{ApiJson, ApiQuery},
+};
+use crate::{
+    dataplane::Count,
+    firewall::{
+        CommitSummary,
+        rule::{Chain, Policies, Rule, Ruleset},
+        store::{self, CommitInfo},
+    },
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/firewall/active", get(active))
+        .route("/firewall/candidate", get(candidate).put(put_candidate))
+        .route("/firewall/commit", post(commit))
+        .route("/firewall/apply", post(apply))
+        .route("/firewall/commits", get(commits))
+        .route("/firewall/commits/{id}", get(one_commit))
+}
+
+/// Who a write is recorded as when the request does not say.
+const DEFAULT_AUTHOR: &str = "api";
+pub const MAX_COMMITS_LIMIT: u32 = 1000;
+
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    /// In its chain, from 1.
+    pub position: usize,
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SetView {
+    pub name: String,
+    /// How many; the prefixes themselves are in the commit's snapshot.
+    pub prefixes: usize,
+    pub comment: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyCounters {
+    pub forward: Count,
+    pub input: Count,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActiveView {
+    /// None before the first commit (every chain accepts).
+    pub commit: Option<i64>,
+    pub policy: Policies,
+    pub policy_counters: PolicyCounters,
+    pub rules: Vec<RuleView>,
+    pub sets: Vec<SetView>,
+}
+
+async fn active(State(state): State<AppState>) -> Result<Json<ActiveView>, Error> {
+    let fw = state.firewall.lock().await;
+    let counters = fw.counters()?;
+    let policy_counters = PolicyCounters {
+        forward: counters.forward_policy,
+        input: counters.input_policy,
+    };
+    let Some(active) = fw.active() else {
+        return Ok(Json(ActiveView {
+            commit: None,
+            policy: Policies::default(),
+            policy_counters,
+            rules: Vec::new(),
+            sets: Vec::new(),
+        }));
+    };
+    let mut next_position = [0usize; Chain::ALL.len()];
+    let rules = active
+        .ruleset
+        .rules
+        .iter()
+        .map(|r| {
+            let position = &mut next_position[r.chain.index() as usize];
+            *position += 1;
+            let c = counters.rules.get(&r.id).copied().unwrap_or_default();
+            RuleView {
+                position: *position,
+                rule: r.clone(),
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    let sets = active
+        .ruleset
+        .sets
+        .iter()
+        .map(|s| SetView {
+            name: s.name.clone(),
+            prefixes: s.prefixes.len(),
+            comment: s.comment.clone(),
+        })
+        .collect();
+    Ok(Json(ActiveView {
+        commit: Some(active.commit),
+        policy: active.ruleset.policy,
+        policy_counters,
+        rules,
+        sets,
+    }))
+}
+
+async fn candidate(State(state): State<AppState>) -> Result<Json<Ruleset>, Error> {
+    Ok(Json(store::candidate(&state.db).await?))
+}
+
+/// Replace the candidate; a ruleset with problems is refused whole, every
+/// problem listed in `error.details`.
+async fn put_candidate(
+    State(state): State<AppState>,
+    ApiJson(rs): ApiJson<Ruleset>,
+) -> Result<Json<Ruleset>, Error> {
+    refuse_problems(&rs)?;
+    let _writer = state.firewall.lock().await;
+    Ok(Json(store::replace_candidate(&state.db, &rs).await?))
+}
+
+fn refuse_problems(rs: &Ruleset) -> Result<(), Error> {
+    let problems = rs.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::problems(&problems))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    #[serde(default)]
+    pub comment: String,
+    pub author: Option<String>,
+}
+
+/// What a commit did, and what changed against the commit before.
+#[derive(Debug, Serialize)]
+pub struct CommitView {
+    #[serde(flatten)]
+    pub summary: CommitSummary,
+    pub diff: Vec<String>,
+}
+
+/// Commit the candidate.
+async fn commit(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CommitBody>,
+) -> Result<Json<CommitView>, Error> {
+    let mut fw = state.firewall.lock().await;
+    let rs = store::candidate(&state.db).await?;
+    // Stored candidates were checked when written; a database edited by
+    // hand was not.
+    refuse_problems(&rs)?;
+    let author = body.author.as_deref().unwrap_or(DEFAULT_AUTHOR);
+    let summary = fw.commit(rs, author, &body.comment).await?;
+    drop(fw);
+    Ok(Json(with_diff(&state, summary).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    #[serde(default)]
+    pub comment: String,
+    pub author: Option<String>,
+}
+
+/// Replace the candidate with the body and commit it (`xdpgate acl
+/// apply`). A ruleset with problems touches nothing. One the dataplane
+/// refuses (an interface that does not exist) stays in the candidate, as
+/// a failed commit of an edited candidate would, while the active ruleset
+/// is unchanged.
+async fn apply(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
+    ApiJson(rs): ApiJson<Ruleset>,
+) -> Result<Json<CommitView>, Error> {
+    refuse_problems(&rs)?;
+    let mut fw = state.firewall.lock().await;
+    let stored = store::replace_candidate(&state.db, &rs).await?;
+    let author = q.author.as_deref().unwrap_or(DEFAULT_AUTHOR);
+    let summary = fw.commit(stored, author, &q.comment).await?;
+    drop(fw);
+    Ok(Json(with_diff(&state, summary).await?))
+}
+
+async fn with_diff(state: &AppState, summary: CommitSummary) -> Result<CommitView, Error> {
+    let diff = store::commits(&state.db, 1, Some(summary.commit + 1))
+        .await?
+        .into_iter()
+        .find(|c| c.id == summary.commit)
+        .map(|c| c.diff)
+        .unwrap_or_default();
+    Ok(CommitView { summary, diff })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitsQuery {
+    pub limit: Option<u32>,
+    /// Only commits older than this id: the previous page's `next_before`.
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CommitsPage {
+    pub items: Vec<CommitInfo>,
+    /// Pass as `before` for the next page; None on the last.
+    pub next_before: Option<i64>,
+}
+
+/// History, newest first.
+async fn commits(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<CommitsQuery>,
+) -> Result<Json<CommitsPage>, Error> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_COMMITS_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "limit must be 1..={MAX_COMMITS_LIMIT}, not {limit}"
+        )));
+    }
+    // One more than asked tells whether there is a next page.
+    let mut items = store::commits(&state.db, limit + 1, q.before).await?;
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_before = more.then(|| items.last().map(|c| c.id)).flatten();
+    Ok(Json(CommitsPage { items, next_before }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CommitDetail {
+    #[serde(flatten)]
+    pub info: CommitInfo,
+    pub ruleset: Ruleset,
+}
+
+/// One commit with its full ruleset (`xdpgate acl export`).
+async fn one_commit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CommitDetail>, Error> {
+    let not_found = || Error::NotFound(format!("/api/v1/firewall/commits/{id}"));
+    let n: i64 = id.parse().map_err(|_| not_found())?;
+    let (info, ruleset) = store::commit(&state.db, n).await?.ok_or_else(not_found)?;
+    Ok(Json(CommitDetail { info, ruleset }))
+}
+
+#[cfg(test)]
+mod tests;
