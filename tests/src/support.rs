@@ -72,6 +72,8 @@ pub struct Daemon {
     pub db: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     drain: Option<std::thread::JoinHandle<()>>,
+    /// Leave the database behind on drop (a restart test reuses it).
+    keep_db: bool,
 }
 
 impl Daemon {
@@ -131,6 +133,7 @@ impl Daemon {
             db,
             log,
             drain,
+            keep_db: false,
         }
     }
 
@@ -187,6 +190,13 @@ impl Daemon {
 
     /// Send `sig` and wait for the exit.
     #[track_caller]
+    /// [`Daemon::signal`], keeping the database for the next daemon of
+    /// the same lab (which opens the same path).
+    pub fn signal_keep_db(mut self, sig: i32) -> (ExitStatus, String) {
+        self.keep_db = true;
+        self.signal(sig)
+    }
+
     pub fn signal(self, sig: i32) -> (ExitStatus, String) {
         // SAFETY: a signal to our own child.
         unsafe { libc_kill(self.child.id() as i32, sig) };
@@ -203,6 +213,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.keep_db {
+            return;
+        }
         let _ = std::fs::remove_file(&self.db);
         for suffix in ["-wal", "-shm"] {
             let mut p = self.db.clone().into_os_string();

@@ -263,3 +263,101 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
     assert_eq!(forwarded + filtered, sent, "every packet got exactly one verdict");
     assert_eq!(received, forwarded, "what XDP forwarded is what arrived");
 }
+
+#[test]
+fn a_restarted_daemon_restores_the_ruleset_before_attaching() {
+    let lab = lab(false);
+    let l = &lab.lab;
+    let daemon = Daemon::start_forwarding(l, true, &[]);
+    let summary = apply(
+        daemon.api,
+        json!({"rules": [{"chain": "forward", "proto": "icmp", "action": "drop"}]}),
+    );
+    let commit = summary["commit"].as_i64().expect("commit id");
+    assert!(!ping(&l.h1(), H2_V4, 1), "ICMP crossed the rule");
+    let (status, _) = daemon.signal_keep_db(libc::SIGTERM);
+    assert!(status.success(), "clean exit");
+
+    let daemon = Daemon::start_forwarding(l, true, &[]);
+    let log = daemon.log();
+    let restored = log
+        .find("firewall ruleset restored")
+        .unwrap_or_else(|| panic!("restore not logged: {log}"));
+    let attached = log
+        .find("attached")
+        .unwrap_or_else(|| panic!("attach not logged: {log}"));
+    assert!(restored < attached, "attached before the ruleset was in: {log}");
+    let active = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
+    assert_eq!(active["commit"].as_i64(), Some(commit), "{active}");
+    assert!(!ping(&l.h1(), H2_V4, 1), "ICMP crossed after the restart");
+    assert!(tcp_transfer(&l.h1(), &l.h2(), ip(H2_V4), 7105, 1000).is_ok());
+}
+
+/// `xdpgate acl ...` against the daemon's API.
+fn acl(api: SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new(xdpgate_bin())
+        .arg("acl")
+        .args(args)
+        .args(["--api", &api.to_string()])
+        .output()
+        .expect("run xdpgate acl")
+}
+
+#[test]
+fn acl_apply_refuses_a_bad_file_whole_and_keeps_the_running_ruleset() {
+    let lab = lab(false);
+    let l = &lab.lab;
+    let daemon = Daemon::start_forwarding(l, true, &[]);
+    let dir = std::env::temp_dir().join(format!("{}-acl", l.prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        r#"
+[policy]
+forward = "accept"
+input = "accept"
+
+[sets.blocked]
+prefixes = ["198.18.2.0/24"]
+
+[[rule]]
+chain = "forward"
+dst = "@blocked"
+proto = "udp"
+dport = "7000-7999"
+action = "drop"
+comment = "no UDP 7xxx to h2"
+"#,
+    )
+    .expect("write");
+    let out = acl(daemon.api, &["apply", good.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
+
+    // Two mistakes, on lines 4 and 9: both reported, nothing applied.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nchain = \"forward\"\naction = \"drop\"\nsport = \"2000-1000\"\n\n[[rule]]\nchain = \"forward\"\naction = \"drop\"\nsrc = \"@nosuchset\"\n",
+    )
+    .expect("write");
+    let out = acl(daemon.api, &["apply", bad.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad file was accepted");
+    assert!(err.contains("bad.toml:4:") && err.contains("reversed"), "{err}");
+    assert!(err.contains("bad.toml:6:"), "{err}");
+    assert!(err.contains("nosuchset"), "{err}");
+    let after = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
+    assert_eq!(before["commit"], after["commit"], "the running ruleset changed");
+
+    // `acl show` lists the rule with its counters.
+    let got = xdpgate_tests::traffic::udp_burst(&l.h1(), &l.h2(), ip(H2_V4), 7500, 20, 100)
+        .expect("udp");
+    assert_eq!(got, 0, "UDP 7500 crossed the drop rule");
+    let out = acl(daemon.api, &["show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("no UDP 7xxx to h2") && text.contains("20"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
