@@ -1,15 +1,19 @@
 //! `xdpgate acl`: check and apply ruleset files, show and export the
 //! active ruleset. `check` works offline; the rest talk to the daemon.
-use std::{fmt::Write as _, net::SocketAddr, path::PathBuf};
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use super::DEFAULT_API;
 use crate::{
-    client,
+    client::{self, ClientError},
     firewall::{
-        file,
+        file::{self, FileError, FileProblem},
         rule::{Rule, Ruleset},
         store,
     },
@@ -92,16 +96,51 @@ fn counts(rs: &Ruleset) -> String {
 
 fn apply(a: &ApplyArgs) -> anyhow::Result<()> {
     // Refused here, the daemon never sees a half-right file.
-    let rs = file::load(&a.file)?;
+    let (rs, lines) = file::load_with_lines(&a.file)?;
     let body = serde_json::to_value(&rs)?;
     let path = format!(
         "/api/v1/firewall/apply?author={}&comment={}",
         percent_encode(&author()),
         percent_encode(&a.comment)
     );
-    let v = client::post_json(a.api.api, &path, &body)?;
+    let v = client::post_json(a.api.api, &path, &body)
+        .map_err(|e| refused_at_lines(e, &a.file, &lines))?;
     print!("{}", render_commit(&v, &counts(&rs)));
     Ok(())
+}
+
+/// A refusal by the daemon whose problems each name a rule (an interface
+/// it does not have, say), told at those rules' lines in the file.
+fn refused_at_lines(e: ClientError, path: &Path, lines: &[usize]) -> anyhow::Error {
+    if let ClientError::Status {
+        status: 400, body, ..
+    } = &e
+        && let Some(problems) = problems_at_lines(body, lines)
+    {
+        let file = FileError::Invalid {
+            path: Some(path.to_owned()),
+            problems,
+        };
+        return anyhow::anyhow!("the daemon refused the ruleset: {file}");
+    }
+    e.into()
+}
+
+/// The API error's `details`, when every one names a rule of the file.
+fn problems_at_lines(body: &str, lines: &[usize]) -> Option<Vec<FileProblem>> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let details = v["error"]["details"].as_array().filter(|d| !d.is_empty())?;
+    details
+        .iter()
+        .map(|d| {
+            let rule = usize::try_from(d["rule"].as_u64()?).ok()?;
+            Some(FileProblem {
+                line: *lines.get(rule)?,
+                column: None,
+                message: d["message"].as_str()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Who applies: the user behind sudo if any, else the login name.
@@ -318,6 +357,38 @@ mod tests {
         assert!(
             render_commit(&serde_json::json!({"commit": 4, "diff": []}), "").contains("no change")
         );
+    }
+
+    #[test]
+    fn daemon_problems_are_placed_at_the_rules_lines() {
+        let body = r#"{"error": {"code": "bad_request", "message": "the ruleset was refused: 1 problem",
+            "details": [{"rule": 1, "message": "interface \"eth9\" does not exist"}]}}"#;
+        let e = ClientError::Status {
+            status: 400,
+            path: "/api/v1/firewall/apply".into(),
+            body: body.into(),
+        };
+        let msg = refused_at_lines(e, Path::new("fw.toml"), &[3, 9]).to_string();
+        assert_eq!(
+            msg,
+            "the daemon refused the ruleset: fw.toml: 1 problem\n  \
+             fw.toml:9: interface \"eth9\" does not exist"
+        );
+        // A detail naming no rule (or a rule the file does not have): the
+        // API's own words.
+        for details in [r#"["pool full"]"#, r#"[{"rule": 5, "message": "x"}]"#] {
+            let body = format!(r#"{{"error": {{"message": "m", "details": {details}}}}}"#);
+            let e = ClientError::Status {
+                status: 400,
+                path: "/p".into(),
+                body,
+            };
+            assert!(
+                refused_at_lines(e, Path::new("fw.toml"), &[3])
+                    .to_string()
+                    .starts_with("the API answered 400 for /p: m"),
+            );
+        }
     }
 
     #[test]

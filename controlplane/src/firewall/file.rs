@@ -101,22 +101,38 @@ fn invalid_message(path: Option<&Path>, problems: &[FileProblem]) -> String {
 
 /// Read and parse the ruleset file at `path`.
 pub fn load(path: &Path) -> Result<Ruleset, FileError> {
+    load_with_lines(path).map(|(rs, _)| rs)
+}
+
+/// As [`load`], with the line of each rule's `[[rule]]` header (to place
+/// what the daemon says about rule N in the file).
+pub fn load_with_lines(path: &Path) -> Result<(Ruleset, Vec<usize>), FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|e| match e {
+    let (rs, spans) = parse_spanned(&text).map_err(|e| match e {
         FileError::Invalid { problems, .. } => FileError::Invalid {
             path: Some(path.to_owned()),
             problems,
         },
         other => other,
-    })
+    })?;
+    let lines = spans
+        .iter()
+        .map(|s| line_column(&text, s.start).0)
+        .collect();
+    Ok((rs, lines))
 }
 
 /// Parse a ruleset file's text and validate the ruleset
 /// (`Ruleset::problems`); rules come out with id 0, in file order.
 pub fn parse(text: &str) -> Result<Ruleset, FileError> {
+    parse_spanned(text).map(|(rs, _)| rs)
+}
+
+/// [`parse`], with where each rule starts.
+fn parse_spanned(text: &str) -> Result<(Ruleset, Vec<Range<usize>>), FileError> {
     let mut found = Found::new(text);
     let (doc, syntax) = DeTable::parse_recoverable(text);
     for e in &syntax {
@@ -156,7 +172,7 @@ pub fn parse(text: &str) -> Result<Ruleset, FileError> {
         found.at(span, false, &p.message);
     }
     if found.problems.is_empty() {
-        Ok(rs)
+        Ok((rs, rule_spans))
     } else {
         Err(found.into_error())
     }

@@ -479,13 +479,8 @@ async fn insert_rule(
     created_at: Option<&str>,
     updated_at: Option<&str>,
 ) -> Result<i64, StoreError> {
-    let state = (!rule.state.is_empty()).then(|| {
-        rule.state
-            .iter()
-            .map(to_text)
-            .collect::<Vec<_>>()
-            .join(",")
-    });
+    let state = (!rule.state.is_empty())
+        .then(|| rule.state.iter().map(to_text).collect::<Vec<_>>().join(","));
     let id = sqlx::query_scalar(
         "insert into firewall_rule (firewall_rule_id, chain, position, enabled, in_iface,
            out_iface, src, dst, proto, sport, dport, icmp, tcp_flags, state, action, comment,
@@ -649,13 +644,8 @@ pub fn match_summary(rule: &Rule) -> String {
     push("flags", rule.tcp_flags.map(|f| f.to_string()));
     push(
         "state",
-        (!rule.state.is_empty()).then(|| {
-            rule.state
-                .iter()
-                .map(to_text)
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
+        (!rule.state.is_empty())
+            .then(|| rule.state.iter().map(to_text).collect::<Vec<_>>().join(",")),
     );
     parts.join(" ")
 }

@@ -206,6 +206,10 @@ fn load_names_the_file() {
         err.contains(&format!("{}:3:10: unknown variant `nope`", path.display())),
         "{err}"
     );
+    std::fs::write(&path, EXAMPLE).expect("write");
+    let (rs, lines) = load_with_lines(&path).expect("valid");
+    assert_eq!(rs, parse(EXAMPLE).expect("valid"));
+    assert_eq!(lines, [10, 16, 28]);
     let missing = load(&dir.join("absent.toml"))
         .expect_err("no file")
         .to_string();
