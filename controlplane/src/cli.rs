@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod acl;
+pub mod conntrack;
 
 pub const DEFAULT_API: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "/var/lib/xdpgate/xdpgate.db";
@@ -50,6 +51,8 @@ pub enum Command {
         #[command(subcommand)]
         command: acl::AclCommand,
     },
+    /// The connection table: list tracked connections, or flush them.
+    Conntrack(conntrack::ConntrackArgs),
     /// UDP load generator (IPv4/IPv6) and reflector on the sockio I/O layer.
     Loadgen(LoadgenArgs),
 }
@@ -98,6 +101,21 @@ pub struct RunArgs {
     /// least recently used connection is forgotten).
     #[arg(long, default_value_t = dataplane_common::CT_DEFAULT_MAX, value_name = "N")]
     pub conntrack_max: u32,
+    /// Idle timeout of a connection state, NAME=SECONDS (repeatable):
+    /// syn_sent syn_recv established fin_wait close_wait last_ack
+    /// time_wait close udp udp_stream icmp other other_stream. The others
+    /// keep nf_conntrack's defaults.
+    #[arg(long = "ct-timeout", value_name = "STATE=SECONDS")]
+    pub ct_timeouts: Vec<crate::conntrack::CtTimeout>,
+    /// IPv4 route lookup: dir24 (DIR-24-8, flat cost at any table size;
+    /// the LPM trie is kept beside it) or lpm (the BPF LPM trie alone,
+    /// 64 MiB less kernel memory). IPv6 always uses the trie.
+    #[arg(long, default_value = "dir24", value_name = "dir24|lpm")]
+    pub route_lookup: crate::dir24::RouteLookup,
+    /// DIR-24-8 groups for /24 blocks holding longer prefixes (1 KiB
+    /// each); a block without one is served by the trie.
+    #[arg(long, default_value_t = dataplane_common::DIR24_DEFAULT_TBL8_GROUPS, value_name = "N")]
+    pub tbl8_groups: u32,
 }
 
 #[derive(Parser, Debug)]
@@ -243,8 +261,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             load: crate::dataplane::LoadOptions {
                 fw_bitmaps: a.fw_bitmaps,
                 conntrack_max: a.conntrack_max,
+                route_lookup: a.route_lookup,
+                tbl8_groups: a.tbl8_groups,
                 ..Default::default()
             },
+            ct_timeouts: crate::conntrack::timeouts_with(&a.ct_timeouts),
         })?,
         Command::Stats(a) => stats(&a)?,
         Command::Routes(a) => view(&a, "routes")?,
@@ -252,6 +273,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Links(a) => view(&a, "links")?,
         Command::Lab { command } => lab(command)?,
         Command::Acl { command } => acl::run(command)?,
+        Command::Conntrack(a) => conntrack::run(a)?,
         Command::Loadgen(a) => crate::loadgen::run_cli(a)?,
     }
     Ok(())
@@ -411,6 +433,19 @@ pub fn render_stats(v: &serde_json::Value, all: bool) -> String {
     }
     rows("(other)", "0", "-", &v["unregistered"]);
     rows("TOTAL", "-", "-", &v["total"]);
+    let lookup = &v["route_lookup"];
+    if let Some(ipv4) = lookup["ipv4"].as_str() {
+        let _ = write!(out, "\nroute lookup: IPv4 {ipv4}, IPv6 lpm");
+        let d = &lookup["dir24"];
+        if d.is_object() {
+            let _ = write!(
+                out,
+                "; dir24: {} prefixes, tbl8 groups {}/{} used, {} /24 blocks on the trie",
+                d["prefixes"], d["tbl8_groups_used"], d["tbl8_groups"], d["lpm_blocks"]
+            );
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -534,6 +569,33 @@ mod tests {
         };
         assert_eq!(a.ifaces, ["a", "b"]);
         assert_eq!(a.xdp_mode, AttachMode::Native);
+    }
+
+    #[test]
+    fn run_takes_ct_timeouts_and_refuses_unknown_states() {
+        let ok = Cli::try_parse_from([
+            "xdpgate",
+            "run",
+            "--iface",
+            "a",
+            "--ct-timeout",
+            "established=3600",
+            "--ct-timeout",
+            "udp=60",
+        ])
+        .expect("parses");
+        let Command::Run(a) = ok.command else {
+            panic!("not run")
+        };
+        let t = crate::conntrack::timeouts_with(&a.ct_timeouts);
+        assert_eq!(t[usize::from(dataplane_common::CT_TCP_ESTABLISHED)], 3600);
+        assert_eq!(t[usize::from(dataplane_common::CT_UDP_UNREPLIED)], 60);
+        let err = Cli::try_parse_from(["xdpgate", "run", "--iface", "a", "--ct-timeout", "tcp=5"])
+            .expect_err("unknown state");
+        assert!(
+            err.to_string().contains("unknown connection state \"tcp\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub fn put_json(addr: SocketAddr, path: &str, body: &Value) -> Result<Value, Cli
     request(addr, "PUT", path, Some(body), WRITE_TIMEOUT)
 }
 
+/// DELETE `path`, expecting 2xx and a JSON body.
+pub fn delete_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
+    request(addr, "DELETE", path, None, WRITE_TIMEOUT)
+}
+
 fn request(
     addr: SocketAddr,
     method: &str,
@@ -220,5 +225,18 @@ mod tests {
             "the API answered 400 for /api/v1/y: bad\n  one"
         );
         assert!(server.join().expect("server").starts_with("PUT "));
+    }
+
+    #[test]
+    fn delete_sends_no_body_and_reads_json() {
+        let (addr, server) = serve_once("200 OK", r#"{"deleted": 3}"#);
+        let v = delete_json(addr, "/api/v1/conntrack?proto=tcp").expect("delete");
+        assert_eq!(v["deleted"], 3);
+        let seen = server.join().expect("server");
+        assert!(
+            seen.starts_with("DELETE /api/v1/conntrack?proto=tcp HTTP/1.1\r\n"),
+            "{seen}"
+        );
+        assert!(!seen.contains("Content-Length"), "{seen}");
     }
 }

@@ -13,12 +13,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    bpffs,
+    bpffs, conntrack,
     dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
     firewall::{Firewall, FirewallError},
     db,
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
     http,
+    managed::{self, Wanted},
     netlink::{
         self,
         reconcile::{Reconciler, SyncConfig},
@@ -27,6 +28,9 @@ use crate::{
     },
     netns,
 };
+
+/// How often expired connections are deleted from the table.
+const CONNTRACK_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long the daemon waits for the first kernel snapshot before serving.
 const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -53,6 +57,8 @@ pub struct RunConfig {
     pub netlink_rcvbuf: Option<usize>,
     /// Map sizes: the firewall's bitmap pool and the connection table.
     pub load: LoadOptions,
+    /// Idle timeout per `CT_*` connection state, seconds.
+    pub ct_timeouts: [u32; dataplane_common::CT_TIMEOUTS],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,16 +135,11 @@ pub fn run(cfg: RunConfig) -> Result<(), DaemonError> {
 /// attached and returns the error.
 fn attach_all(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
     for iface in &cfg.ifaces {
-        match dp.attach(iface, cfg.mode) {
-            Ok(a) => {
-                info!(iface = %a.name, ifindex = a.ifindex, slot = a.slot, mode = %a.mode, "attached")
+        if let Err(e) = managed::attach(dp, iface, cfg.mode) {
+            for d in dp.detach_all() {
+                warn!("while backing out: {d}");
             }
-            Err(e) => {
-                for d in dp.detach_all() {
-                    warn!("while backing out: {d}");
-                }
-                return Err(e.into());
-            }
+            return Err(e.into());
         }
     }
     Ok(())
@@ -213,9 +214,13 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         Ok(None) => info!("no firewall ruleset committed yet: forwarding everything"),
         Err(e) => return Err(DaemonError::Firewall(e)),
     }
+    tokio::spawn(conntrack::sweeper(dataplane.clone(), CONNTRACK_SWEEP));
     let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
     let managed = {
         let mut dp = dataplane.lock().map_err(|_| DaemonError::Poisoned)?;
+        // Timeouts before the first packet; the flags are the firewall's.
+        let flags = dp.firewall().config()?.flags;
+        dp.firewall_mut().set_conntrack(cfg.ct_timeouts, flags)?;
         attach_all(&mut dp, &cfg)?;
         if let Err(e) = install_static(&mut dp, &cfg) {
             for d in dp.detach_all() {
@@ -228,7 +233,11 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             .map(|(i, _)| i.name.clone())
             .collect::<Vec<String>>()
     };
-    let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
+    let (sync_tx, sync_rx) = watch::channel(SyncStatus {
+        enabled: cfg.kernel_sync,
+        ..SyncStatus::default()
+    });
+    let wanted = Wanted::new(cfg.ifaces.iter().cloned(), cfg.mode);
     if cfg.kernel_sync {
         let reconciler = Reconciler::new(
             SyncConfig {
@@ -237,16 +246,12 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             managed,
         );
         let source = RtnlSource::new(cfg.netlink_rcvbuf);
-        let attach = netlink::sync::Attach {
-            names: cfg.ifaces.clone(),
-            mode: cfg.mode,
-        };
         tokio::spawn(netlink::sync::run(
             source,
             reconciler,
             dataplane.clone(),
             sync_tx,
-            attach,
+            wanted.clone(),
         ));
         // Serve once the maps follow the kernel, so "healthy" means
         // "forwarding"; a slow dump (a full table) is waited for, bounded.
@@ -266,6 +271,7 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         db: pool.clone(),
         sync: sync_rx,
         firewall,
+        wanted,
     };
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|source| DaemonError::Listen {

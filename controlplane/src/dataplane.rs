@@ -1,6 +1,6 @@
 //! The only module that touches aya: it owns the loaded object, attaches the
 //! XDP program to interfaces, registers them in `IFACES`, and reads counters.
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{collections::BTreeMap, fmt, str::FromStr, sync::atomic::Ordering};
 
 use aya::{
     Ebpf, EbpfError,
@@ -11,19 +11,22 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use dataplane_common::{
-    Class, Counter, IfaceInfo, MAX_IFACE_SLOTS, NeighKey, Neighbour, NextHop, NhGroup, Reason,
-    Route, RouteKeyV4, RouteKeyV6, VlanKey, class_index, reason_index,
+    Class, Counter, DIR24_BLOCK, Dir24Block, IfaceInfo, MAX_IFACE_SLOTS, NeighKey, Neighbour,
+    NextHop, NhGroup, Reason, Route, RouteKeyV4, RouteKeyV6, VlanKey, class_index, reason_index,
 };
 use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
+    dir24::{Dir24, Dir24Error, Dir24Store, Dir24Usage, RouteLookup, TBL8_GRACE},
     fib::{Fib, FibError, Iface, MapOp},
     ifinfo::{self, IfInfoError},
 };
 
 mod fw;
+mod mmap;
 pub use fw::{FirewallMaps, InstallStats};
+use mmap::MmapArray;
 
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpgate"));
@@ -61,6 +64,10 @@ pub enum DataplaneError {
     IfInfo(#[from] IfInfoError),
     #[error(transparent)]
     Fib(#[from] FibError),
+    #[error(transparent)]
+    Dir24(#[from] Dir24Error),
+    #[error("the program was loaded with --route-lookup lpm: no DIR-24-8 tables to switch to")]
+    NoDir24,
     #[error("map PORTS: {0}")]
     Port(String),
     #[error("attaching XDP to {iface} in {mode} mode failed ({reason}); try --xdp-mode {other}")]
@@ -72,6 +79,8 @@ pub enum DataplaneError {
     },
     #[error("{iface} is already attached")]
     AlreadyAttached { iface: String },
+    #[error("{iface} is not attached")]
+    NotAttached { iface: String },
     #[error("more than {max} managed interfaces", max = MAX_IFACE_SLOTS - 1)]
     TooManyInterfaces,
     #[error("map {map}: {source}")]
@@ -212,6 +221,18 @@ pub struct Stats {
     /// Frames from interfaces the control plane did not register (slot 0).
     pub unregistered: SlotCounters,
     pub total: SlotCounters,
+    /// The IPv4 route lookup in use and how full its tables are.
+    pub route_lookup: RouteLookupStats,
+}
+
+/// Which IPv4 route lookup the program uses; for DIR-24-8, how full the
+/// `TBL8` group pool is (`null` with the trie alone).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteLookupStats {
+    pub ipv4: RouteLookup,
+    /// IPv6 always uses the LPM trie.
+    pub ipv6: RouteLookup,
+    pub dir24: Option<Dir24Usage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +280,31 @@ impl CounterMaps {
     }
 }
 
+/// The XDP program's `TBL24` and `TBL8`, written through mmap.
+struct MmapStore {
+    tbl24: MmapArray<Dir24Block>,
+    tbl8: MmapArray<Dir24Block>,
+}
+
+impl Dir24Store for MmapStore {
+    fn tbl24(&self, i: usize) -> u32 {
+        self.tbl24.words()[i].load(Ordering::Relaxed)
+    }
+    fn set_tbl24(&mut self, i: usize, entry: u32) {
+        // Release: a group filled before is visible before the pointer.
+        self.tbl24.words()[i].store(entry, Ordering::Release);
+    }
+    fn tbl8(&self, g: u32, j: usize) -> u32 {
+        self.tbl8.words()[g as usize * DIR24_BLOCK + j].load(Ordering::Relaxed)
+    }
+    fn set_tbl8(&mut self, g: u32, j: usize, entry: u32) {
+        self.tbl8.words()[g as usize * DIR24_BLOCK + j].store(entry, Ordering::Relaxed);
+    }
+    fn groups(&self) -> u32 {
+        self.tbl8.entries
+    }
+}
+
 /// Typed handles of the forwarding maps; only [`Dataplane::apply`] writes them.
 struct FibMaps {
     ifaces: HashMap<MapData, u32, IfaceInfo>,
@@ -269,6 +315,10 @@ struct FibMaps {
     routes_v4: LpmTrie<MapData, RouteKeyV4, Route>,
     routes_v6: LpmTrie<MapData, RouteKeyV6, Route>,
     neighbours: HashMap<MapData, NeighKey, Neighbour>,
+    /// IPv4 DIR-24-8, written beside `routes_v4` (the reference, and the
+    /// fallback of blocks without a `TBL8` group); `None` when loaded for
+    /// the trie alone.
+    dir24: Option<Dir24<MmapStore>>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -285,7 +335,17 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 impl FibMaps {
-    fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+    fn take(ebpf: &mut Ebpf, lookup: RouteLookup) -> Result<Self, DataplaneError> {
+        let dir24 = match lookup {
+            RouteLookup::Dir24 => {
+                let store = MmapStore {
+                    tbl24: MmapArray::new(ebpf, "TBL24")?,
+                    tbl8: MmapArray::new(ebpf, "TBL8")?,
+                };
+                Some(Dir24::new(store, TBL8_GRACE))
+            }
+            RouteLookup::Lpm => None,
+        };
         macro_rules! typed {
             ($name:literal) => {
                 take_map(ebpf, $name)?.try_into().map_err(map_err($name))?
@@ -300,7 +360,17 @@ impl FibMaps {
             routes_v4: typed!("ROUTES_V4"),
             routes_v6: typed!("ROUTES_V6"),
             neighbours: typed!("NEIGHBOURS"),
+            dir24,
         })
+    }
+
+    /// An IPv4 route into DIR-24-8, after the trie: a block that falls back
+    /// to the trie finds the route there.
+    fn set_dir24(&mut self, net: &ipnet::Ipv4Net, r: &Route) -> Result<(), DataplaneError> {
+        match &mut self.dir24 {
+            Some(d) => Ok(d.set(*net, *r)?),
+            None => Ok(()),
+        }
     }
 
     fn apply(&mut self, op: &MapOp) -> Result<(), DataplaneError> {
@@ -324,19 +394,28 @@ impl FibMaps {
                 .groups
                 .set(*id, NhGroup::default(), 0)
                 .map_err(map_err("NH_GROUPS")),
-            MapOp::SetRoute(IpNet::V4(n), r) => self
-                .routes_v4
-                .insert(&Key::new(n.prefix_len().into(), n.network().octets()), r, 0)
-                .map_err(map_err("ROUTES_V4")),
+            MapOp::SetRoute(IpNet::V4(n), r) => {
+                self.routes_v4
+                    .insert(&Key::new(n.prefix_len().into(), n.network().octets()), r, 0)
+                    .map_err(map_err("ROUTES_V4"))?;
+                self.set_dir24(n, r)
+            }
             MapOp::SetRoute(IpNet::V6(n), r) => self
                 .routes_v6
                 .insert(&Key::new(n.prefix_len().into(), n.network().octets()), r, 0)
                 .map_err(map_err("ROUTES_V6")),
-            MapOp::DelRoute(IpNet::V4(n)) => ignore_missing(
-                self.routes_v4
-                    .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
-            )
-            .map_err(map_err("ROUTES_V4")),
+            MapOp::DelRoute(IpNet::V4(n)) => {
+                // DIR-24-8 first (it moves to the covering route), then the
+                // trie, which a fallback block may still be reading.
+                if let Some(d) = &mut self.dir24 {
+                    d.remove(*n);
+                }
+                ignore_missing(
+                    self.routes_v4
+                        .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
+                )
+                .map_err(map_err("ROUTES_V4"))
+            }
             MapOp::DelRoute(IpNet::V6(n)) => ignore_missing(
                 self.routes_v6
                     .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
@@ -378,6 +457,11 @@ pub struct LoadOptions {
     pub fw_bitmaps: u32,
     /// Capacity of the connection table.
     pub conntrack_max: u32,
+    /// The IPv4 route lookup. With `Lpm` the DIR-24-8 tables are loaded
+    /// with one element each and never written.
+    pub route_lookup: RouteLookup,
+    /// `TBL8` groups (1 KiB each) for DIR-24-8.
+    pub tbl8_groups: u32,
 }
 
 impl Default for LoadOptions {
@@ -386,20 +470,36 @@ impl Default for LoadOptions {
             ttl_decrement: true,
             fw_bitmaps: dataplane_common::FW_DEFAULT_BITMAPS,
             conntrack_max: dataplane_common::CT_DEFAULT_MAX,
+            route_lookup: RouteLookup::default(),
+            tbl8_groups: dataplane_common::DIR24_DEFAULT_TBL8_GROUPS,
         }
     }
 }
 
+/// The object for a helper program (lab peer, sink): no routing, so no
+/// 64 MiB DIR-24-8 table.
 fn load_object() -> Result<Ebpf, DataplaneError> {
-    load_object_with(LoadOptions::default())
+    load_object_with(LoadOptions {
+        route_lookup: RouteLookup::Lpm,
+        ..LoadOptions::default()
+    })
 }
 
 fn load_object_with(opts: LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ttl_dec: u8 = opts.ttl_decrement.into();
+    let (tbl24, tbl8) = match opts.route_lookup {
+        RouteLookup::Dir24 => (
+            dataplane_common::DIR24_TBL24_BLOCKS,
+            opts.tbl8_groups.max(1),
+        ),
+        RouteLookup::Lpm => (1, 1),
+    };
     aya::EbpfLoader::new()
         .override_global("TTL_DEC", &ttl_dec, true)
         .map_max_entries("FW_BITMAPS", opts.fw_bitmaps.max(2) & !1)
         .map_max_entries("CONNTRACK", opts.conntrack_max.max(1))
+        .map_max_entries("TBL24", tbl24)
+        .map_max_entries("TBL8", tbl8)
         .load(OBJECT)
         .map_err(|e| {
             let denied = matches!(
@@ -468,11 +568,14 @@ impl Dataplane {
     pub fn load_with(opts: LoadOptions) -> Result<Self, DataplaneError> {
         let mut ebpf = load_object_with(opts)?;
         load_program(&mut ebpf, MAIN_PROGRAM)?;
-        let maps = FibMaps::take(&mut ebpf)?;
+        let maps = FibMaps::take(&mut ebpf, opts.route_lookup)?;
         let mut firewall = FirewallMaps::take(&mut ebpf)?;
         // Timeouts must be set before the first tracked packet: an all-zero
         // CONFIG would expire every connection at once.
-        firewall.set_config(&dataplane_common::Config::default())?;
+        firewall.set_config(&dataplane_common::Config {
+            route_lookup: opts.route_lookup.config_value(),
+            ..Default::default()
+        })?;
         let reasons =
             PerCpuArray::try_from(take_map(&mut ebpf, "REASON_COUNTERS")?).map_err(|source| {
                 DataplaneError::Map {
@@ -534,12 +637,56 @@ impl Dataplane {
         &self.fib
     }
 
-    /// Apply map operations in order (the Fib orders them safely).
+    /// Apply map operations in order (the Fib orders them safely). A
+    /// DIR-24-8 error (no free `TBL8` group: the route is served by the
+    /// trie) does not stop the rest; it is returned at the end.
     pub fn apply(&mut self, ops: &[MapOp]) -> Result<(), DataplaneError> {
+        let mut deferred = None;
         for op in ops {
-            self.maps.apply(op)?;
+            match self.maps.apply(op) {
+                Err(DataplaneError::Dir24(e)) => deferred = deferred.or(Some(e)),
+                other => other?,
+            }
         }
-        Ok(())
+        match deferred {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The IPv4 route lookup packets use now (CONFIG), and the DIR-24-8
+    /// tables' fill.
+    pub fn route_lookup(&self) -> Result<RouteLookupStats, DataplaneError> {
+        let config = self.firewall.config()?;
+        let ipv4 = if config.route_lookup == RouteLookup::Dir24.config_value() {
+            RouteLookup::Dir24
+        } else {
+            RouteLookup::Lpm
+        };
+        Ok(RouteLookupStats {
+            ipv4,
+            ipv6: RouteLookup::Lpm,
+            dir24: self.maps.dir24.as_ref().map(Dir24::usage),
+        })
+    }
+
+    /// Switch the IPv4 route lookup of the running program (one CONFIG
+    /// write; the next packet uses it). Both backends hold every route when
+    /// the program was loaded for DIR-24-8; switching to it is refused
+    /// otherwise.
+    pub fn set_route_lookup(&mut self, lookup: RouteLookup) -> Result<(), DataplaneError> {
+        if lookup == RouteLookup::Dir24 && self.maps.dir24.is_none() {
+            return Err(DataplaneError::NoDir24);
+        }
+        let mut config = self.firewall.config()?;
+        config.route_lookup = lookup.config_value();
+        self.firewall.set_config(&config)
+    }
+
+    /// What DIR-24-8 answers for `addr`, read from the program's tables
+    /// (`None` when loaded for the trie alone).
+    pub fn dir24_lookup(&self, addr: std::net::Ipv4Addr) -> Option<crate::dir24::Answer> {
+        self.maps.dir24.as_ref().map(|d| d.lookup(addr))
     }
 
     /// Change the model with `f` and write the resulting operations.
@@ -647,6 +794,34 @@ impl Dataplane {
         Some(a.info.name)
     }
 
+    /// Detach XDP from `name` on request: its frames go to the kernel
+    /// again. The interface stays in the forwarding model (XDP still
+    /// forwards out of it, and the kernel sync's view of it stays whole);
+    /// attaching again reuses its counter slot.
+    pub fn detach(&mut self, name: &str) -> Result<Attachment, DataplaneError> {
+        let pos = self
+            .attached
+            .iter()
+            .position(|a| a.info.name == name)
+            .ok_or_else(|| DataplaneError::NotAttached {
+                iface: name.to_owned(),
+            })?;
+        let a = self.attached.remove(pos);
+        if let Some(link) = a.link {
+            // A VLAN sub-interface on the same port still needs the program.
+            match self.attached.iter_mut().find(|o| o.port == a.port) {
+                Some(other) => other.link = Some(link),
+                None => xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
+                    .detach(link)
+                    .map_err(|source| DataplaneError::Detach {
+                        iface: a.info.name.clone(),
+                        source,
+                    })?,
+            }
+        }
+        Ok(a.info)
+    }
+
     /// Whether an attachment named `name` exists.
     pub fn is_attached(&self, name: &str) -> bool {
         self.attached.iter().any(|a| a.info.name == name)
@@ -701,6 +876,7 @@ impl Dataplane {
             interfaces,
             unregistered,
             total,
+            route_lookup: self.route_lookup()?,
         })
     }
 }

@@ -3,8 +3,10 @@
 pub mod bpffs;
 pub mod cli;
 pub mod client;
+pub mod conntrack;
 pub mod daemon;
 pub mod dataplane;
+pub mod dir24;
 pub mod db;
 pub mod fib;
 pub mod firewall;
@@ -12,6 +14,7 @@ pub mod http;
 pub mod ifinfo;
 pub mod lab;
 pub mod loadgen;
+pub mod managed;
 pub mod netlink;
 pub mod netns;
 pub mod testrun;

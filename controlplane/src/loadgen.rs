@@ -48,7 +48,9 @@ pub enum LoadgenError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--size {size} is out of range: {min}..={max} bytes (the payload carries a {HEADER_LEN}-byte header)")]
+    #[error(
+        "--size {size} is out of range: {min}..={max} bytes (the payload carries a {HEADER_LEN}-byte header)"
+    )]
     Size { size: usize, min: usize, max: usize },
     #[error("--flows must be at least 1")]
     Flows,
@@ -179,7 +181,7 @@ impl Histogram {
         let e = (i - 64) / 32 + 6;
         let sub = ((i - 64) % 32) as u64;
         let lo = (32 + sub) << (e - 5);
-        lo + (1u64 << (e - 5)) - 1
+        lo + ((1u64 << (e - 5)) - 1)
     }
 
     pub fn record(&mut self, v: u64) {
@@ -467,7 +469,9 @@ pub fn run_client(opts: &Options) -> Result<Report, LoadgenError> {
             }
             Rate::Unlimited => Duration::ZERO,
         };
-        io.run_once(Some(wait.min(end.saturating_duration_since(Instant::now()))))?;
+        io.run_once(Some(
+            wait.min(end.saturating_duration_since(Instant::now())),
+        ))?;
     }
     let send_end = Instant::now();
     let drain_end = send_end + DRAIN;
@@ -684,13 +688,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "received  {:>10} packets  {:>12.0} pps  lost {} ({:.3} %), {} duplicates, {} reordered, {} invalid",
-        r.received,
-        r.received_pps,
-        r.lost,
-        r.loss_pct,
-        r.duplicates,
-        r.reordered,
-        r.invalid
+        r.received, r.received_pps, r.lost, r.loss_pct, r.duplicates, r.reordered, r.invalid
     );
     match &r.latency_us {
         Some(l) => {
@@ -701,7 +699,10 @@ pub fn render(r: &Report) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "latency   none: no packet came back (is a reflector running?)");
+            let _ = writeln!(
+                out,
+                "latency   none: no packet came back (is a reflector running?)"
+            );
         }
     }
     let _ = writeln!(
@@ -752,7 +753,8 @@ pub fn run_cli(a: crate::cli::LoadgenArgs) -> Result<(), LoadgenError> {
         if a.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&r).map_err(|e| LoadgenError::Runtime(e.to_string()))?
+                serde_json::to_string_pretty(&r)
+                    .map_err(|e| LoadgenError::Runtime(e.to_string()))?
             );
         } else {
             print!("{}", render_reflect(&r));
@@ -876,7 +878,7 @@ mod tests {
             assert!(report.received > 0, "{report:?}");
             assert_eq!(report.invalid, 0);
             assert_eq!(report.duplicates, 0);
-            let l = report.latency_us.expect("latency");
+            let l = report.latency_us.as_ref().expect("latency");
             assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max, "{l:?}");
             assert_eq!(refl.sources, 4, "four flows, four source ports");
             assert!(refl.reflected >= report.received);

@@ -155,6 +155,9 @@ pub struct Config {
     pub flags: u32,
     /// Idle timeout per `CT_*` protocol state, seconds.
     pub ct_timeouts: [u32; CT_TIMEOUTS],
+    /// IPv4 route lookup backend: `ROUTE_LOOKUP_LPM` or
+    /// `ROUTE_LOOKUP_DIR24` (see `dir24.rs`).
+    pub route_lookup: u32,
 }
 
 /// Track every connection, not only those of chains that match on state
@@ -267,6 +270,7 @@ impl Default for Config {
             fw_generation: 0,
             flags: 0,
             ct_timeouts: CT_DEFAULT_TIMEOUTS,
+            route_lookup: crate::ROUTE_LOOKUP_LPM,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! padding, no `bool`. The `user` feature adds `aya::Pod` for userspace.
 #![no_std]
 
+mod dir24;
 mod firewall;
+pub use dir24::*;
 pub use firewall::*;
 
 /// Highest interface counter slot. Slot 0 counts frames seen on an interface
@@ -451,7 +453,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ChainInfo>(), 40);
         assert_eq!(core::mem::size_of::<FwRule>(), 8);
         assert_eq!(core::mem::size_of::<FwIfaceKey>(), 8);
-        assert_eq!(core::mem::size_of::<Config>(), 8 + 4 * CT_TIMEOUTS);
+        assert_eq!(core::mem::size_of::<Config>(), 8 + 4 * CT_TIMEOUTS + 4);
         assert_eq!(core::mem::size_of::<CtKey>(), 40);
         assert_eq!(core::mem::size_of::<CtEntry>(), 32);
     }

@@ -7,12 +7,16 @@ use dataplane_common::{
     CHAIN_FORWARD, CHAIN_INPUT, IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
     ROUTE_BLACKHOLE, ROUTE_KERNEL, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
     ROUTE_UNREACHABLE, Reason, Route, VlanKey, ipv4_mapped,
+    DIR24_LPM, DIR24_TBL8, ROUTE_LOOKUP_DIR24, dir24_decode,
 };
 
 use crate::{
     headers::{ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
     firewall::Scratch,
-    maps::{IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, VLANS},
+    maps::{
+        CONFIG, IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, TBL8, TBL24,
+        VLANS,
+    },
     parse::{L3, Packet, ptr_at},
     rewrite,
 };
@@ -140,9 +144,30 @@ fn lookup(ctx: &XdpContext, l3: &L3) -> Result<(Route, Dest), Reason> {
     if l3.family == 4 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, l3.off)?;
         let (daddr, ttl) = unsafe { ((*ip).daddr, (*ip).ttl) };
-        let route = ROUTES_V4.get(Key::new(32, daddr)).ok_or(Reason::NoRoute)?;
+        // DIR-24-8 (dataplane-common dir24.rs): one array read for any
+        // prefix up to /24, two beyond; a block marked DIR24_LPM (no TBL8
+        // group was free for it) and the trie backend ask the trie.
+        let dir24 = match CONFIG.get(0) {
+            Some(config) => config.route_lookup == ROUTE_LOOKUP_DIR24,
+            None => false,
+        };
+        let mut entry = DIR24_LPM;
+        if dir24 {
+            let a = u32::from_be_bytes(daddr);
+            let block = TBL24.get(a >> 16).ok_or(Reason::NoRoute)?;
+            entry = block[((a >> 8) & 0xff) as usize];
+            if entry & DIR24_TBL8 != 0 {
+                let group = TBL8.get(entry & !DIR24_TBL8).ok_or(Reason::NoRoute)?;
+                entry = group[(a & 0xff) as usize];
+            }
+        }
+        let route = match entry {
+            0 => return Err(Reason::NoRoute),
+            DIR24_LPM => *ROUTES_V4.get(Key::new(32, daddr)).ok_or(Reason::NoRoute)?,
+            e => dir24_decode(e),
+        };
         Ok((
-            *route,
+            route,
             Dest {
                 addr: ipv4_mapped(daddr),
                 ttl,

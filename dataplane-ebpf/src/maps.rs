@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtEntry, CtKey,
+    DIR24_DEFAULT_TBL8_GROUPS, DIR24_TBL24_BLOCKS, Dir24Block,
     FW_DEFAULT_BITMAPS, FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4,
     FW_MAX_PREFIXES_V6, FW_MAX_RULES, FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4,
     FwPrefixV6, FwRule, IfaceInfo, MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS,
@@ -114,3 +115,18 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(
 /// with userspace.
 #[map]
 pub static SCRATCH: PerCpuArray<crate::firewall::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// IPv4 DIR-24-8, first level: element `a >> 16` holds the entries of the
+/// 256 /24 blocks of that /16 (encoding in dataplane-common `dir24.rs`).
+/// Written by the control plane through mmap (BPF_F_MMAPABLE), one 32-bit
+/// store per entry. Loaded with one element when the trie is the backend.
+#[map]
+pub static TBL24: Array<Dir24Block> = Array::with_max_entries(DIR24_TBL24_BLOCKS, BPF_F_MMAPABLE);
+
+/// IPv4 DIR-24-8, second level: group id -> the entries of the 256
+/// addresses of one /24 block holding prefixes longer than /24. Written by
+/// the control plane through mmap; the daemon may load it with another
+/// number of groups (`--tbl8-groups`).
+#[map]
+pub static TBL8: Array<Dir24Block> =
+    Array::with_max_entries(DIR24_DEFAULT_TBL8_GROUPS, BPF_F_MMAPABLE);

@@ -187,7 +187,11 @@ fn section(
             let mut runs: Vec<Vec<Run>> = vec![Vec::new(); BACKENDS.len()];
             for round in 0..ROUNDS {
                 for j in 0..BACKENDS.len() {
-                    let b = if round % 2 == 0 { j } else { BACKENDS.len() - 1 - j };
+                    let b = if round % 2 == 0 {
+                        j
+                    } else {
+                        BACKENDS.len() - 1 - j
+                    };
                     let client = client_sock("client");
                     let server = server_sock("server");
                     let run = match test {
@@ -285,7 +289,7 @@ fn big_buffers(s: &UdpSocket) {
 
 fn io(kind: BackendKind) -> Io {
     Io::builder()
-        .defer_taskrun(std::env::var_os("SOCKIO_EXPERIMENT_NODEFER").is_none())
+        .fixed_files(if std::env::var_os("TMP_NOFIXED").is_some() { 0 } else { 4096 })
         .backend(kind)
         .fallback(false)
         .queue_limit(1 << 16)
@@ -313,13 +317,29 @@ impl Side {
     }
 }
 
+/// Counter deltas over the measured window.
+struct Window {
+    /// (packets, syscalls) of the sending/client side.
+    tx: (u64, u64),
+    /// (packets, syscalls) of the receiving/server side.
+    rx: (u64, u64),
+    /// Process CPU seconds (user + sys).
+    cpu: f64,
+    secs: f64,
+}
+
 /// Sample both sides and the CPU at the start and the end of the window.
-fn measure(tx: &Side, rx: &Side) -> ((u64, u64), (u64, u64), (u64, u64), (u64, u64), f64, f64) {
+fn measure(tx: &Side, rx: &Side) -> Window {
     std::thread::sleep(WARMUP);
     let (t0, r0, c0, i0) = (tx.read(), rx.read(), cpu_seconds(), Instant::now());
     std::thread::sleep(WINDOW);
     let (t1, r1, c1) = (tx.read(), rx.read(), cpu_seconds());
-    (t0, t1, r0, r1, c1 - c0, i0.elapsed().as_secs_f64())
+    Window {
+        tx: (t1.0 - t0.0, t1.1 - t0.1),
+        rx: (r1.0 - r0.0, r1.1 - r0.1),
+        cpu: c1 - c0,
+        secs: i0.elapsed().as_secs_f64(),
+    }
 }
 
 fn per(calls: u64, packets: u64) -> f64 {
@@ -383,7 +403,9 @@ fn echo(kind: BackendKind, size: usize, client: UdpSocket, server: UdpSocket) ->
             let mut last = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 // (Re)fill the pipe: at the start, and if losses drained it.
-                if !primed || (io.outstanding(id) == 0 && last.elapsed() > Duration::from_millis(50)) {
+                if !primed
+                    || (io.outstanding(id) == 0 && last.elapsed() > Duration::from_millis(50))
+                {
                     for _ in 0..ECHO_DEPTH {
                         let mut b = io.buf();
                         b.set_len(size);
@@ -400,18 +422,17 @@ fn echo(kind: BackendKind, size: usize, client: UdpSocket, server: UdpSocket) ->
             }
         })
     };
-    let (t0, t1, r0, r1, cpu, secs) = measure(&cs, &ss);
+    let w = measure(&cs, &ss);
     stop.store(true, Ordering::Relaxed);
     client_thread.join().expect("client");
     server_thread.join().expect("server");
-    let trips = t1.0 - t0.0;
-    let served = r1.0 - r0.0;
+    let (trips, served) = (w.tx.0, w.rx.0);
     Run {
-        pps: trips as f64 / secs,
-        sent_pps: trips as f64 / secs,
-        cpu_us: cpu * 1e6 / trips.max(1) as f64,
-        tx_calls: per(t1.1 - t0.1, trips),
-        rx_calls: per(r1.1 - r0.1, served),
+        pps: trips as f64 / w.secs,
+        sent_pps: trips as f64 / w.secs,
+        cpu_us: w.cpu * 1e6 / trips.max(1) as f64,
+        tx_calls: per(w.tx.1, trips),
+        rx_calls: per(w.rx.1, served),
     }
 }
 
@@ -486,17 +507,16 @@ fn blast(kind: BackendKind, size: usize, client: UdpSocket, server: UdpSocket) -
             }
         })
     };
-    let (t0, t1, r0, r1, cpu, secs) = measure(&ts, &rs);
+    let w = measure(&ts, &rs);
     stop.store(true, Ordering::Relaxed);
     sender_thread.join().expect("sender");
     sink_thread.join().expect("sink");
-    let sent = t1.0 - t0.0;
-    let got = r1.0 - r0.0;
+    let (sent, got) = (w.tx.0, w.rx.0);
     Run {
-        pps: got as f64 / secs,
-        sent_pps: sent as f64 / secs,
-        cpu_us: cpu * 1e6 / got.max(1) as f64,
-        tx_calls: per(t1.1 - t0.1, sent),
-        rx_calls: per(r1.1 - r0.1, got),
+        pps: got as f64 / w.secs,
+        sent_pps: sent as f64 / w.secs,
+        cpu_us: w.cpu * 1e6 / got.max(1) as f64,
+        tx_calls: per(w.tx.1, sent),
+        rx_calls: per(w.rx.1, got),
     }
 }

@@ -8,6 +8,7 @@
 //! - `install`: writes a compiled ruleset into the inactive generation of the
 //!   maps and flips the generation index.
 pub mod compile;
+mod confirm;
 pub mod reference;
 pub mod rule;
 #[doc(hidden)]
@@ -30,6 +31,7 @@ use self::{
     rule::{Chain, Problem, Ruleset},
     store::StoreError,
 };
+pub use self::confirm::{MAX_CONFIRM_WITHIN, PendingView, ROLLBACK_AUTHOR, SharedFirewall};
 use crate::dataplane::{Count, Dataplane, DataplaneError, InstallStats};
 
 /// How long after a flip the generation packets left may be rewritten. An
@@ -48,6 +50,18 @@ pub enum FirewallError {
     Store(#[from] StoreError),
     #[error("the dataplane lock is poisoned (a thread panicked holding it)")]
     Poisoned,
+    /// A commit is waiting for confirmation: nothing else may commit.
+    #[error(
+        "commit #{commit} is waiting for confirmation ({seconds_left} s left): confirm it \
+         (POST /api/v1/firewall/confirm) or let it roll back, then commit again"
+    )]
+    ConfirmPending { commit: i64, seconds_left: u64 },
+    #[error("no commit is waiting for confirmation")]
+    NothingToConfirm,
+    #[error("confirm_within must be 1..={max} seconds, not {0}", max = MAX_CONFIRM_WITHIN)]
+    ConfirmWithin(u32),
+    #[error("commit #{0} does not exist")]
+    UnknownCommit(i64),
 }
 
 impl FirewallError {
@@ -67,7 +81,23 @@ impl FirewallError {
 
     /// Whether the operator's input is at fault (400) rather than the box.
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, FirewallError::Compile(_))
+        matches!(
+            self,
+            FirewallError::Compile(_) | FirewallError::ConfirmWithin(_)
+        )
+    }
+
+    /// Whether the request conflicts with the firewall's state (409).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            FirewallError::ConfirmPending { .. } | FirewallError::NothingToConfirm
+        )
+    }
+
+    /// Whether the request names something that does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FirewallError::UnknownCommit(_))
     }
 }
 
@@ -111,6 +141,8 @@ pub struct Firewall {
     active: Option<Active>,
     carry: RuleCounters,
     last_flip: Option<Instant>,
+    /// A commit waiting for confirmation (`confirm`).
+    pending: Option<confirm::Pending>,
 }
 
 struct Applied {
@@ -130,6 +162,7 @@ impl Firewall {
             active: None,
             carry: RuleCounters::default(),
             last_flip: None,
+            pending: None,
         }
     }
 
@@ -139,7 +172,12 @@ impl Firewall {
 
     /// Apply the last committed ruleset from the database (daemon start,
     /// before any interface is attached). Returns its commit id.
+    /// A commit still waiting for confirmation when the daemon stopped is
+    /// not trusted: the ruleset before it is restored, as a new commit.
     pub async fn restore(&mut self) -> Result<Option<i64>, FirewallError> {
+        if let Some(commit) = self.restore_unconfirmed().await? {
+            return Ok(Some(commit));
+        }
         let Some((commit, ruleset)) = store::active(&self.db).await? else {
             return Ok(None);
         };
@@ -152,16 +190,30 @@ impl Firewall {
     /// record it as the active commit. A ruleset that does not compile
     /// leaves the running one untouched; so does a failed install (the
     /// inactive generation is not looked at) and a failed database write
-    /// (flipped back).
+    /// (flipped back). Refused while a commit waits for confirmation.
     pub async fn commit(
         &mut self,
         ruleset: Ruleset,
         author: &str,
         comment: &str,
     ) -> Result<CommitSummary, FirewallError> {
+        self.refuse_if_pending()?;
+        self.commit_as(ruleset, author, comment, confirm::Record::Plain)
+            .await
+    }
+
+    /// [`Firewall::commit`]'s body; `record` says how the database
+    /// records it (plain, waiting for confirmation, or resolving one).
+    async fn commit_as(
+        &mut self,
+        ruleset: Ruleset,
+        author: &str,
+        comment: &str,
+        record: confirm::Record,
+    ) -> Result<CommitSummary, FirewallError> {
         let previous = self.active.as_ref().map(|a| a.generation);
         let applied = self.apply(&ruleset).await?;
-        let commit = match store::record_commit(&self.db, &ruleset, author, comment).await {
+        let commit = match record.write(&self.db, &ruleset, author, comment).await {
             Ok(id) => id,
             Err(e) => {
                 if let Some(generation) = previous {

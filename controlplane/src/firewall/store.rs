@@ -833,3 +833,313 @@ fn rule_changes(a: &[&Rule], b: &[&Rule]) -> (Vec<usize>, Vec<usize>) {
 
 #[cfg(test)]
 mod tests;
+
+// ---- commit-confirm ------------------------------------------------------
+
+/// A commit applied with `confirm_within` and not confirmed yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PendingConfirm {
+    pub commit: i64,
+    /// The commit active before it; None: there was none (the empty ruleset).
+    pub previous_commit: Option<i64>,
+    pub confirm_within: u32,
+    /// UTC, RFC 3339 with milliseconds.
+    pub deadline: String,
+}
+
+/// As [`record_commit`], and mark the new commit as waiting for
+/// confirmation within `confirm_within` seconds, in the same transaction:
+/// a crash never leaves an unconfirmed commit looking confirmed.
+pub async fn record_commit_pending(
+    pool: &SqlitePool,
+    rs: &Ruleset,
+    author: &str,
+    comment: &str,
+    confirm_within: u32,
+) -> Result<PendingConfirm, StoreError> {
+    let mut tx = pool.begin().await?;
+    let previous_commit = read_active(&mut tx).await?.map(|(id, _)| id);
+    let commit = insert_commit(&mut tx, rs, author, comment).await?;
+    let deadline: String = sqlx::query_scalar(
+        "insert into firewall_pending_confirm
+           (firewall_pending_confirm_id, firewall_commit_id, previous_commit_id,
+            confirm_within, deadline)
+         values (1, ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?4))
+         returning deadline",
+    )
+    .bind(commit)
+    .bind(previous_commit)
+    .bind(i64::from(confirm_within))
+    .bind(format!("+{confirm_within} seconds"))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(PendingConfirm {
+        commit,
+        previous_commit,
+        confirm_within,
+        deadline,
+    })
+}
+
+/// As [`record_commit`], and forget any pending confirmation in the same
+/// transaction (the rollback of an unconfirmed commit).
+pub async fn record_commit_resolving(
+    pool: &SqlitePool,
+    rs: &Ruleset,
+    author: &str,
+    comment: &str,
+) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let id = insert_commit(&mut tx, rs, author, comment).await?;
+    sqlx::query("delete from firewall_pending_confirm")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The commit waiting for confirmation, if any.
+pub async fn pending_confirm(pool: &SqlitePool) -> Result<Option<PendingConfirm>, StoreError> {
+    let row: Option<(i64, Option<i64>, i64, String)> = sqlx::query_as(
+        "select firewall_commit_id, previous_commit_id, confirm_within, deadline
+         from firewall_pending_confirm",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(commit, previous_commit, within, deadline)| PendingConfirm {
+        commit,
+        previous_commit,
+        confirm_within: u32::try_from(within).unwrap_or(u32::MAX),
+        deadline,
+    }))
+}
+
+/// Forget the pending confirmation (the operator confirmed). Returns
+/// whether there was one.
+pub async fn clear_pending_confirm(pool: &SqlitePool) -> Result<bool, StoreError> {
+    let done = sqlx::query("delete from firewall_pending_confirm")
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+// ---- piecemeal candidate edits ---------------------------------------------
+
+/// A set of the candidate without its prefixes: what set lists show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SetSummary {
+    pub name: String,
+    /// How many prefixes.
+    pub count: u64,
+    pub comment: String,
+    /// Place among the sets (a page cursor).
+    #[serde(skip)]
+    pub position: i64,
+}
+
+/// Candidate sets in ruleset order, at most `limit`, only those after the
+/// position `after` when given (to page).
+pub async fn set_summaries(
+    pool: &SqlitePool,
+    limit: u32,
+    after: Option<i64>,
+) -> Result<Vec<SetSummary>, StoreError> {
+    let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+        "select s.name,
+           (select count(*) from firewall_set_prefix p
+            where p.firewall_set_id = s.firewall_set_id),
+           s.comment, s.position
+         from firewall_set s where s.position > ?1 order by s.position limit ?2",
+    )
+    .bind(after.unwrap_or(-1))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, count, comment, position)| SetSummary {
+            name,
+            count: u64::try_from(count).unwrap_or(0),
+            comment,
+            position,
+        })
+        .collect())
+}
+
+/// One candidate set with its prefixes.
+pub async fn set(pool: &SqlitePool, name: &str) -> Result<Option<AddressSet>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let row: Option<(i64, String)> =
+        sqlx::query_as("select firewall_set_id, comment from firewall_set where name = ?1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((id, comment)) = row else {
+        return Ok(None);
+    };
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select prefix from firewall_set_prefix where firewall_set_id = ?1 order by position",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let prefixes = rows
+        .into_iter()
+        .map(|(p,)| {
+            p.parse().map_err(|e: ipnet::AddrParseError| StoreError::Corrupt {
+                what: "set prefix",
+                value: p.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(AddressSet {
+        name: name.to_owned(),
+        prefixes,
+        comment,
+    }))
+}
+
+/// Create `set` in the candidate (after the others) or replace its
+/// prefixes and comment, in one transaction. Returns whether it was
+/// created. The caller validated it.
+pub async fn put_set(pool: &SqlitePool, set: &AddressSet) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("select firewall_set_id from firewall_set where name = ?1")
+            .bind(&set.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let id = match existing {
+        Some(id) => {
+            sqlx::query(
+                "update firewall_set set comment = ?2,
+                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 where firewall_set_id = ?1",
+            )
+            .bind(id)
+            .bind(&set.comment)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("delete from firewall_set_prefix where firewall_set_id = ?1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }
+        None => {
+            sqlx::query_scalar(
+                "insert into firewall_set (name, position, comment)
+                 values (?1, (select coalesce(max(position), -1) + 1 from firewall_set), ?2)
+                 returning firewall_set_id",
+            )
+            .bind(&set.name)
+            .bind(&set.comment)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    insert_prefixes(&mut tx, id, &set.prefixes).await?;
+    tx.commit().await?;
+    Ok(existing.is_none())
+}
+
+/// A candidate rule named by an error: id, chain and position from 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    pub id: u32,
+    pub chain: Chain,
+    pub position: u32,
+}
+
+/// What [`delete_set`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetDelete {
+    Deleted,
+    NotFound,
+    /// Candidate rules still match on `@name`: nothing was deleted.
+    InUse(Vec<RuleRef>),
+}
+
+/// Delete a candidate set unless a candidate rule refers to it.
+pub async fn delete_set(pool: &SqlitePool, name: &str) -> Result<SetDelete, StoreError> {
+    let mut tx = pool.begin().await?;
+    let reference = format!("@{name}");
+    let users: Vec<(i64, String, i64)> = sqlx::query_as(
+        "select firewall_rule_id, chain, position from firewall_rule
+         where src = ?1 or dst = ?1 order by chain, position",
+    )
+    .bind(&reference)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !users.is_empty() {
+        let refs = users
+            .into_iter()
+            .map(|(id, chain, position)| {
+                Ok(RuleRef {
+                    id: u32::try_from(id).map_err(|_| StoreError::IdRange(id))?,
+                    chain: from_text("chain", &chain)?,
+                    position: u32::try_from(position + 1).unwrap_or(u32::MAX),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        return Ok(SetDelete::InUse(refs));
+    }
+    let id: Option<i64> =
+        sqlx::query_scalar("select firewall_set_id from firewall_set where name = ?1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(id) = id else {
+        return Ok(SetDelete::NotFound);
+    };
+    sqlx::query("delete from firewall_set_prefix where firewall_set_id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from firewall_set where firewall_set_id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(SetDelete::Deleted)
+}
+
+/// Names of the candidate's sets (to validate rules without reading
+/// every prefix).
+pub async fn set_names(pool: &SqlitePool) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("select name from firewall_set order by position")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The candidate's policies and rules, without the sets.
+pub async fn candidate_rules(pool: &SqlitePool) -> Result<(Policies, Vec<Rule>), StoreError> {
+    let mut conn = pool.acquire().await?;
+    Ok((read_policy(&mut conn).await?, read_rules(&mut conn).await?))
+}
+
+/// Replace the candidate's rules (sets and policies untouched), ids kept
+/// as [`replace_candidate`] keeps them. Returns the rules as stored, in
+/// (chain, position) order.
+pub async fn replace_candidate_rules(
+    pool: &SqlitePool,
+    rules: &[Rule],
+) -> Result<Vec<Rule>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let ids = write_rules(&mut tx, rules).await?;
+    tx.commit().await?;
+    let mut stored: Vec<Rule> = rules
+        .iter()
+        .zip(ids)
+        .map(|(r, id)| Rule { id, ..r.clone() })
+        .collect();
+    stored.sort_by_key(|r| r.chain);
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod edit_tests;

@@ -25,6 +25,21 @@ pub enum Error {
     },
     /// The firewall refused a ruleset (400, with its problems) or failed
     /// (500).
+    /// The resource's state forbids the request (attaching an interface
+    /// that is attached).
+    #[error("{0}")]
+    Conflict(String),
+    /// Well formed, but the system could not do it (the kernel refused to
+    /// attach XDP); the message says why.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Not ready to serve (`/readyz`), every reason in `details`. A 503
+    /// whose message is shown: it is about state, not an internal error.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        details: Vec<serde_json::Value>,
+    },
     #[error(transparent)]
     Firewall(#[from] crate::firewall::FirewallError),
     #[error(transparent)]
@@ -40,6 +55,9 @@ impl Error {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::BadRequest(_) | Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Firewall(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -51,6 +69,9 @@ impl Error {
         match self {
             Error::NotFound(_) => "not_found",
             Error::BadRequest(_) | Error::Invalid { .. } => "bad_request",
+            Error::Conflict(_) => "conflict",
+            Error::Unprocessable(_) => "unprocessable",
+            Error::Unavailable { .. } => "unavailable",
             Error::Firewall(e) if e.is_bad_request() => "bad_request",
             Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
                 "internal"
@@ -63,7 +84,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let details = self.details();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, Error::Unavailable { .. }) {
             let id = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
@@ -95,7 +116,9 @@ impl Error {
 
     fn details(&self) -> Option<Vec<serde_json::Value>> {
         match self {
-            Error::Invalid { details, .. } => Some(details.clone()),
+            Error::Invalid { details, .. } | Error::Unavailable { details, .. } => {
+                Some(details.clone())
+            }
             Error::Firewall(e) if e.is_bad_request() => {
                 e.problems().map(|p| p.iter().map(|p| json!(p)).collect())
             }

@@ -1,12 +1,17 @@
-//! Liveness: the process answers, the database answers, how many
-//! interfaces are attached, and how the kernel sync is doing.
+//! Liveness (`/healthz`): the process answers, the database answers, how
+//! many interfaces are attached, and how the kernel sync is doing.
+//! Readiness (`/readyz`): 200 only when XDP runs on every wanted interface,
+//! the kernel sync (if enabled) has a complete snapshot and the database
+//! answers; otherwise 503 with every reason.
 use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 
 use super::{AppState, Error};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
@@ -24,4 +29,42 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         "attached_interfaces": attached,
         "kernel_sync": sync,
     })))
+}
+
+/// Why the daemon is not ready; empty when it is.
+pub(super) async fn not_ready(state: &AppState) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let wanted = state.wanted.all();
+    {
+        let dp = state.dataplane.lock().expect("dataplane lock poisoned");
+        for (name, _) in &wanted {
+            if !dp.is_attached(name) {
+                reasons.push(format!("{name} is not attached"));
+            }
+        }
+    }
+    let sync = state.sync.borrow().clone();
+    if sync.enabled && !sync.in_sync {
+        reasons.push("the kernel sync has no complete snapshot yet".to_owned());
+    }
+    if let Err(e) = crate::db::ping(&state.db).await {
+        // The cause goes to the log, like any internal error.
+        tracing::warn!("readiness: the database does not answer: {e}");
+        reasons.push("the database does not answer".to_owned());
+    }
+    reasons
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+    let reasons = not_ready(&state).await;
+    if !reasons.is_empty() {
+        return Err(Error::Unavailable {
+            message: format!(
+                "not ready: {}",
+                reasons.join("; ")
+            ),
+            details: reasons.into_iter().map(Value::from).collect(),
+        });
+    }
+    Ok(Json(json!({ "status": "ready" })))
 }

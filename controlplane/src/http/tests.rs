@@ -16,6 +16,7 @@ async fn state() -> AppState {
         db,
         sync: watch::channel(SyncStatus::default()).1,
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
+        wanted: Default::default(),
     }
 }
 

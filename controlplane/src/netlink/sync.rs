@@ -13,11 +13,13 @@ use super::{
     Source, SourceEvent,
     reconcile::{FibChange, Reconciler},
 };
-use crate::dataplane::{AttachMode, Dataplane};
+use crate::{dataplane::Dataplane, managed::Wanted};
 
 /// What the sync has done, for the API, metrics and health.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncStatus {
+    /// The daemon runs the sync (`--kernel-sync`); set once at start.
+    pub enabled: bool,
     /// A snapshot has been applied: the maps follow the kernel.
     pub in_sync: bool,
     pub snapshots: u64,
@@ -30,21 +32,13 @@ pub struct SyncStatus {
     pub neighbours: usize,
 }
 
-/// Interfaces the operator asked for (`--iface`), to re-attach when one
-/// that vanished comes back.
-#[derive(Debug, Clone)]
-pub struct Attach {
-    pub names: Vec<String>,
-    pub mode: AttachMode,
-}
-
 /// Run until the source ends. `status` is updated after every batch.
 pub async fn run<S: Source>(
     mut source: S,
     mut reconciler: Reconciler,
     dataplane: Arc<Mutex<Dataplane>>,
     status: watch::Sender<SyncStatus>,
-    attach: Attach,
+    wanted: Wanted,
 ) {
     while let Some(ev) = source.next().await {
         let ev = match ev {
@@ -63,7 +57,7 @@ pub async fn run<S: Source>(
             SourceEvent::Tick => unreachable!("handled above"),
         };
         let n = changes.len() as u64;
-        reattach(&dataplane, &changes, &attach);
+        reattach(&dataplane, &changes, &wanted);
         let (errors, resolve) = apply(&dataplane, changes);
         for (ifindex, addr) in resolve {
             request_resolution(ifindex, addr).await;
@@ -93,10 +87,11 @@ pub async fn run<S: Source>(
     }
 }
 
-/// Follow configured interfaces that vanish and return: a vanished one is
+/// Follow wanted interfaces that vanish and return: a vanished one is
 /// forgotten (its XDP link died with it), a returning one is attached again
-/// (the Fib then gets it from the same batch of changes).
-fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], attach: &Attach) {
+/// (the Fib then gets it from the same batch of changes). One the operator
+/// detached through the API is no longer wanted, so it stays detached.
+fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], wanted: &Wanted) {
     let mut dp = dataplane.lock().expect("dataplane lock poisoned");
     for c in changes {
         match c {
@@ -105,13 +100,12 @@ fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], attach: &Attach
                     warn!(iface = %name, "managed interface vanished; will attach again if it returns");
                 }
             }
-            FibChange::SetIface(i)
-                if attach.names.contains(&i.name) && !dp.is_attached(&i.name) =>
-            {
-                match dp.attach(&i.name, attach.mode) {
-                    Ok(a) => {
-                        info!(iface = %a.name, ifindex = a.ifindex, "managed interface is back: attached")
-                    }
+            FibChange::SetIface(i) if !dp.is_attached(&i.name) => {
+                let Some(mode) = wanted.mode(&i.name) else {
+                    continue;
+                };
+                match crate::managed::attach(&mut dp, &i.name, mode) {
+                    Ok(_) => info!(iface = %i.name, "managed interface is back"),
                     Err(e) => warn!(iface = %i.name, "re-attaching failed: {e}"),
                 }
             }

@@ -73,12 +73,8 @@ impl BufRing {
         // SAFETY: the mapping lives as long as `br`, which unregisters it
         // (UringBackend's Drop) before unmapping.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                br.base as u64,
-                entries,
-                BGID,
-                0,
-            )?;
+            ring.submitter()
+                .register_buf_ring_with_flags(br.base as u64, entries, BGID, 0)?;
         }
         for bid in 0..entries {
             br.provide(bid, pool.get());

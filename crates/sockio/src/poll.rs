@@ -340,14 +340,7 @@ impl PollBackend {
             core.stats.syscalls += 1;
             core.stats.recv_calls += 1;
             // SAFETY: `room` is writable for `cap` bytes.
-            let r = unsafe {
-                libc::recv(
-                    raw,
-                    room.as_mut_ptr().cast(),
-                    cap,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let r = unsafe { libc::recv(raw, room.as_mut_ptr().cast(), cap, libc::MSG_DONTWAIT) };
             match errno_of(r) {
                 Some(Errno::EAGAIN) => return,
                 Some(Errno::EINTR) => continue,

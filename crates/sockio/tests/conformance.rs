@@ -41,6 +41,7 @@ per_backend!(
     stream_writes_complete_in_submission_order,
     datagram_writes_complete_and_arrive_in_order,
     backpressure_queues_writes_until_the_peer_drains,
+    datagram_backpressure_keeps_order,
     peer_reset_completes_queued_writes_with_errors,
     closed_sockets_complete_with_errors,
     close_cancels_pending_writes_with_ecanceled,
@@ -85,7 +86,12 @@ fn udp_echo(flavor: Flavor, bind: &str) {
     // Bursts of 100 datagrams must not overflow a socket whose reader
     // takes one per iteration (single-shot receives): UDP would drop them.
     for s in [&server, &client] {
-        setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+        setsockopt_int(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            4 << 20,
+        );
     }
     io.register(server, Mode::RecvFromSendTo, UdpEcho)
         .expect("register server");
@@ -191,16 +197,21 @@ fn connected_udp_read_write_and_empty_datagrams(flavor: Flavor) {
 
 /// Stream echo through the loop itself: `ours` writes `total` bytes in
 /// chunks and reads the echo; `theirs` is the echo server.
-fn stream_echo(flavor: Flavor, ours: impl Into<std::os::fd::OwnedFd>, theirs: impl Into<std::os::fd::OwnedFd>) {
+fn stream_echo(
+    flavor: Flavor,
+    ours: impl Into<std::os::fd::OwnedFd>,
+    theirs: impl Into<std::os::fd::OwnedFd>,
+) {
     let mut io = flavor.io();
     let pool = io.pool().clone();
     io.register(theirs, Mode::ReadWrite, StreamEcho)
         .expect("register echo");
+    type Acks = Rc<RefCell<Vec<(Result<usize, Errno>, usize)>>>;
     let got = Rc::new(RefCell::new(Vec::new()));
-    let acks = Rc::new(RefCell::new(Vec::new()));
+    let acks: Acks = Rc::new(RefCell::new(Vec::new()));
     struct Client {
         got: Rc<RefCell<Vec<u8>>>,
-        acks: Rc<RefCell<Vec<(Result<usize, Errno>, usize)>>>,
+        acks: Acks,
     }
     impl Handler for Client {
         fn read(&mut self, _io: &mut Io, _id: SockId, res: Result<Buf, Errno>) {
@@ -234,7 +245,7 @@ fn stream_echo(flavor: Flavor, ours: impl Into<std::os::fd::OwnedFd>, theirs: im
         sizes.push(n);
         off += n;
         i += 1;
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             io.run_once(Some(Duration::ZERO)).expect("run_once");
         }
     }
@@ -385,7 +396,9 @@ fn backpressure_queues_writes_until_the_peer_drains(flavor: Flavor) {
         peer.read_exact(&mut v).expect("peer read");
         v
     });
-    run_until(&mut io, "all 256 writes", |_| write_events(&rec).len() == 256);
+    run_until(&mut io, "all 256 writes", |_| {
+        write_events(&rec).len() == 256
+    });
     let all = write_events(&rec);
     for ((r, data), want) in all.iter().zip(&sent) {
         assert_eq!(*r, Ok(CHUNK));
@@ -395,6 +408,59 @@ fn backpressure_queues_writes_until_the_peer_drains(flavor: Flavor) {
     assert_eq!(io.outstanding(id), 0);
 }
 
+fn datagram_backpressure_keeps_order(flavor: Flavor) {
+    // A unix datagram peer that does not read: its queue fills
+    // (net.unix.max_dgram_qlen), sends get EAGAIN inside the loop, and the
+    // rest waits, in order, until the peer reads.
+    let mut io = flavor.io();
+    let (a, peer) = UnixDatagram::pair().expect("socketpair");
+    let rec = Recorder::new();
+    let id = io.register(a, Mode::ReadWrite, rec.clone()).expect("reg");
+    let n = 5000u32;
+    for i in 0..n {
+        let mut p = pattern(i, 200);
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        io.write(id, Buf::from_vec(p)).expect("write");
+    }
+    run_for(&mut io, 20);
+    let done = write_events(&rec);
+    assert!(
+        (done.len() as u32) < n,
+        "the peer took all {n} datagrams without reading"
+    );
+    assert!(
+        done.iter().all(|(r, _)| r.is_ok()),
+        "a full peer produced an error"
+    );
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(n as usize);
+        let mut buf = [0u8; 512];
+        for _ in 0..n {
+            let len = peer.recv(&mut buf).expect("peer recv");
+            got.push(buf[..len].to_vec());
+        }
+        got
+    });
+    run_until(&mut io, "every datagram sent", |_| {
+        write_events(&rec).len() == n as usize
+    });
+    let sent: Vec<u32> = write_events(&rec)
+        .into_iter()
+        .map(|(r, d)| {
+            assert_eq!(r, Ok(200));
+            u32::from_be_bytes(d[..4].try_into().expect("4"))
+        })
+        .collect();
+    assert_eq!(sent, (0..n).collect::<Vec<_>>(), "completion order");
+    let arrived: Vec<u32> = reader
+        .join()
+        .expect("reader")
+        .into_iter()
+        .map(|d| u32::from_be_bytes(d[..4].try_into().expect("4")))
+        .collect();
+    assert_eq!(arrived, (0..n).collect::<Vec<_>>(), "arrival order");
+}
+
 fn peer_reset_completes_queued_writes_with_errors(flavor: Flavor) {
     let mut io = flavor.io();
     let (a, peer) = tcp_pair();
@@ -402,7 +468,10 @@ fn peer_reset_completes_queued_writes_with_errors(flavor: Flavor) {
     let id = io.register(a, Mode::ReadWrite, rec.clone()).expect("reg");
     let sent = queue_tagged(&mut io, id, 64);
     run_for(&mut io, 20);
-    assert!(io.outstanding(id) > 0, "nothing is queued: no back-pressure");
+    assert!(
+        io.outstanding(id) > 0,
+        "nothing is queued: no back-pressure"
+    );
     // SO_LINGER {on, 0}: close sends RST (socket(7)).
     let linger = libc::linger {
         l_onoff: 1,
@@ -419,7 +488,9 @@ fn peer_reset_completes_queued_writes_with_errors(flavor: Flavor) {
         )
     };
     drop(peer);
-    run_until(&mut io, "every write back", |_| write_events(&rec).len() == 64);
+    run_until(&mut io, "every write back", |_| {
+        write_events(&rec).len() == 64
+    });
     let all = write_events(&rec);
     for ((_, data), want) in all.iter().zip(&sent) {
         assert!(data == want, "buffers came back changed or out of order");
@@ -466,7 +537,9 @@ fn closed_sockets_complete_with_errors(flavor: Flavor) {
     for i in 0..3u8 {
         io.write(id, Buf::from_vec(vec![i; 100])).expect("write");
     }
-    run_until(&mut io, "3 failed writes", |_| write_events(&rec).len() == 3);
+    run_until(&mut io, "3 failed writes", |_| {
+        write_events(&rec).len() == 3
+    });
     for (i, (r, data)) in write_events(&rec).into_iter().enumerate() {
         assert_eq!(r, Err(Errno::EPIPE));
         assert_eq!(data, vec![i as u8; 100], "buffer came back intact");
@@ -557,7 +630,9 @@ fn close_cancels_pending_writes_with_ecanceled(flavor: Flavor) {
         io.sendto(uid, Buf::from_vec(vec![i]), to).expect("sendto");
     }
     io.close(uid).expect("close");
-    run_until(&mut io, "closed", |_| ru.count(|e| matches!(e, Ev::Closed(_))) == 1);
+    run_until(&mut io, "closed", |_| {
+        ru.count(|e| matches!(e, Ev::Closed(_))) == 1
+    });
     let got: Vec<Vec<u8>> = ru
         .events()
         .into_iter()
@@ -605,9 +680,7 @@ fn ten_thousand_sockets_at_once(flavor: Flavor) {
         32 << 20,
     );
     for (i, a) in addrs.iter().enumerate() {
-        sender
-            .send_to(&(i as u32).to_be_bytes(), a)
-            .expect("send");
+        sender.send_to(&(i as u32).to_be_bytes(), a).expect("send");
     }
     run_until(&mut io, "10k datagrams", |_| {
         rec.count(|e| matches!(e, Ev::RecvFrom(..))) == N
@@ -618,13 +691,21 @@ fn ten_thousand_sockets_at_once(flavor: Flavor) {
             let (data, from) = r.expect("receive");
             assert_eq!(from.as_socket(), Some(sender_addr));
             let want = by_id[&id] as u32;
-            assert_eq!(data, want.to_be_bytes(), "datagram reached the wrong socket");
+            assert_eq!(
+                data,
+                want.to_be_bytes(),
+                "datagram reached the wrong socket"
+            );
         }
     }
     // Every socket answers in one batch of 10k sends.
     for (i, id) in ids.iter().enumerate() {
-        io.sendto(*id, Buf::from_vec((i as u32).to_be_bytes().to_vec()), sender_addr)
-            .expect("sendto");
+        io.sendto(
+            *id,
+            Buf::from_vec((i as u32).to_be_bytes().to_vec()),
+            sender_addr,
+        )
+        .expect("sendto");
     }
     run_until(&mut io, "10k send completions", |_| {
         rec.count(|e| matches!(e, Ev::SendTo(..))) == N
@@ -654,7 +735,9 @@ fn read_disable_holds_data_until_enabled(flavor: Flavor) {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let to = s.local_addr().expect("addr");
     let rec = Recorder::new();
-    let id = io.register(s, Mode::RecvFromSendTo, rec.clone()).expect("reg");
+    let id = io
+        .register(s, Mode::RecvFromSendTo, rec.clone())
+        .expect("reg");
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
     tx.send_to(b"first", to).expect("send");
     run_until(&mut io, "first datagram", |_| rec.events().len() == 1);

@@ -41,10 +41,7 @@ fn the_variable_selects_the_backend() {
     });
     with_env(Some("io_uring"), || {
         // This kernel has io_uring (the conformance suite needs it too).
-        assert_eq!(
-            Io::new().expect("io_uring").backend(),
-            BackendKind::IoUring
-        );
+        assert_eq!(Io::new().expect("io_uring").backend(), BackendKind::IoUring);
     });
 }
 
@@ -191,6 +188,10 @@ fn unavailable_io_uring_falls_back_to_poll_with_one_warning() {
     .expect("thread");
     assert_eq!(backend, BackendKind::Poll);
     let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
-    assert_eq!(text.lines().filter(|l| l.contains("WARN")).count(), 1, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("WARN")).count(),
+        1,
+        "{text}"
+    );
     let _ = std::io::stderr().flush();
 }

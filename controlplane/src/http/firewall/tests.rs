@@ -28,6 +28,7 @@ async fn state() -> AppState {
         db,
         sync: tokio::sync::watch::channel(SyncStatus::default()).1,
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
+        wanted: Default::default(),
     }
 }
 

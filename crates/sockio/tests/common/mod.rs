@@ -50,6 +50,9 @@ impl Flavor {
     }
 }
 
+/// A received message: payload, source, control data, flags.
+pub type MsgParts = (Vec<u8>, Option<SockAddr>, Vec<u8>, i32);
+
 /// What a [`Recorder`] saw, with buffer contents copied out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ev {
@@ -57,7 +60,7 @@ pub enum Ev {
     Write(SockId, Result<usize, Errno>, Vec<u8>),
     RecvFrom(SockId, Result<(Vec<u8>, SockAddr), Errno>),
     SendTo(SockId, Result<usize, Errno>, Vec<u8>, SockAddr),
-    RecvMsg(SockId, Result<(Vec<u8>, Option<SockAddr>, Vec<u8>, i32), Errno>),
+    RecvMsg(SockId, Result<MsgParts, Errno>),
     SendMsg(SockId, Result<usize, Errno>, Vec<u8>),
     Closed(SockId),
 }

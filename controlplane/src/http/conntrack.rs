@@ -1,0 +1,112 @@
+//! The connection table: list (paged by key, filtered) and flush.
+//! Both walk the whole map under the dataplane lock, so they run on a
+//! blocking thread, not on the runtime's workers.
+use axum::{Json, Router, extract::State, routing::get};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, Error, error::ApiQuery};
+use crate::conntrack::{self, Filter, Page};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/conntrack", get(list).delete(flush))
+}
+
+pub const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<String>,
+    pub port: Option<u16>,
+    pub state: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterQuery {
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<String>,
+    pub port: Option<u16>,
+    pub state: Option<String>,
+}
+
+fn filter(f: &FilterQuery) -> Result<Filter, Error> {
+    Filter::parse(
+        f.src.as_deref(),
+        f.dst.as_deref(),
+        f.proto.as_deref(),
+        f.port,
+        f.state.as_deref(),
+    )
+    .map_err(Error::BadRequest)
+}
+
+/// Run `f` on the dataplane on a blocking thread.
+async fn with_dataplane<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut crate::dataplane::Dataplane) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let dp = state.dataplane.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut dp = dp.lock().expect("dataplane lock poisoned");
+        f(&mut dp)
+    })
+    .await
+    .expect("conntrack walk panicked")
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page>, Error> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}, not {limit}"
+        )));
+    }
+    if let Some(c) = &q.cursor
+        && (c.len() != 76 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(Error::BadRequest(format!(
+            "cursor {c:?} is not one this API gave"
+        )));
+    }
+    let f = filter(&FilterQuery {
+        src: q.src,
+        dst: q.dst,
+        proto: q.proto,
+        port: q.port,
+        state: q.state,
+    })?;
+    let cursor = q.cursor.map(|c| c.to_ascii_lowercase());
+    let page = with_dataplane(&state, move |dp| {
+        Ok(conntrack::list(
+            dp.firewall(),
+            &f,
+            limit,
+            cursor.as_deref(),
+        )?)
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+async fn flush(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<FilterQuery>,
+) -> Result<Json<Value>, Error> {
+    let f = filter(&q)?;
+    let deleted = with_dataplane(&state, move |dp| {
+        Ok(conntrack::flush(dp.firewall_mut(), &f)?)
+    })
+    .await?;
+    tracing::info!(deleted, filter = ?q, "conntrack flush");
+    Ok(Json(json!({ "deleted": deleted })))
+}
