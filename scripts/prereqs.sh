@@ -13,7 +13,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$PATH"
 
 # Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
 # LLVM major), and the tools the lab and the tests drive.
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr)
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -15,6 +15,7 @@ use crate::{
 
 pub mod acl;
 pub mod conntrack;
+pub mod token;
 
 pub const DEFAULT_API: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "/var/lib/xdpgate/xdpgate.db";
@@ -55,6 +56,12 @@ pub enum Command {
     Conntrack(conntrack::ConntrackArgs),
     /// UDP load generator (IPv4/IPv6) and reflector on the sockio I/O layer.
     Loadgen(LoadgenArgs),
+    /// API tokens: create (printed once), list, revoke. Works on the
+    /// database directly; the daemon need not run.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -275,6 +282,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Acl { command } => acl::run(command)?,
         Command::Conntrack(a) => conntrack::run(a)?,
         Command::Loadgen(a) => crate::loadgen::run_cli(a)?,
+        Command::Token { command } => token::run(command)?,
     }
     Ok(())
 }

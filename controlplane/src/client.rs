@@ -63,6 +63,20 @@ pub fn delete_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
     request(addr, "DELETE", path, None, WRITE_TIMEOUT)
 }
 
+/// The environment variable holding the API token the CLI sends: needed
+/// for writes once a token exists, and for everything when the API is not
+/// on loopback (`xdpgate token create` makes one).
+pub const TOKEN_ENV: &str = "XDPGATE_TOKEN";
+
+/// The token from [`TOKEN_ENV`], if set to something that can be a header
+/// value.
+fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+}
+
 fn request(
     addr: SocketAddr,
     method: &str,
@@ -78,6 +92,9 @@ fn request(
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n"
     );
+    if let Some(t) = token_from_env() {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     if let Some(p) = &payload {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -233,6 +233,13 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             .map(|(i, _)| i.name.clone())
             .collect::<Vec<String>>()
     };
+    // Static routes go into the kernel before the sync's first dump, so
+    // XDP starts with them; one that no longer applies is logged, not fatal.
+    match crate::static_routes::reinstall(&pool).await {
+        Ok((0, failed)) if failed.is_empty() => {}
+        Ok((n, failed)) => info!(installed = n, failed = failed.len(), "static routes"),
+        Err(e) => warn!("static routes not reinstalled: {e}"),
+    }
     let (sync_tx, sync_rx) = watch::channel(SyncStatus {
         enabled: cfg.kernel_sync,
         ..SyncStatus::default()
@@ -272,7 +279,11 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         sync: sync_rx,
         firewall,
         wanted,
+        listener_is_loopback: cfg.api.ip().to_canonical().is_loopback(),
     };
+    if !state.listener_is_loopback {
+        info!("the API is not on loopback: every request needs a token (`xdpgate token create`)");
+    }
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|source| DaemonError::Listen {
             addr: cfg.api,

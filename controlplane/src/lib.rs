@@ -17,4 +17,6 @@ pub mod loadgen;
 pub mod managed;
 pub mod netlink;
 pub mod netns;
+pub mod static_routes;
 pub mod testrun;
+pub mod token;

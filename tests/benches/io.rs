@@ -289,7 +289,6 @@ fn big_buffers(s: &UdpSocket) {
 
 fn io(kind: BackendKind) -> Io {
     Io::builder()
-        .fixed_files(if std::env::var_os("TMP_NOFIXED").is_some() { 0 } else { 4096 })
         .backend(kind)
         .fallback(false)
         .queue_limit(1 << 16)

@@ -15,7 +15,7 @@ use std::{
 
 use dataplane_common::Reason;
 use xdpgate::{
-    dataplane::{Count, Dataplane, DataplaneError},
+    dataplane::{Count, Dataplane, DataplaneError, LoadOptions},
     fib::{Iface, IpNet, NextHopSpec, RouteTarget, parse_prefix},
     ifinfo, netns,
     testrun::{self, Outcome},
@@ -123,7 +123,13 @@ impl Router {
     /// thread's namespace, as their kernel state says (MAC, MTU, up).
     #[track_caller]
     pub fn new(names: &[&str]) -> Router {
-        let dp = Dataplane::load().expect("load the XDP object (needs root or CAP_BPF)");
+        Self::with_options(names, LoadOptions::default())
+    }
+
+    /// [`Router::new`], the object loaded with `opts`.
+    #[track_caller]
+    pub fn with_options(names: &[&str], opts: LoadOptions) -> Router {
+        let dp = Dataplane::load_with(opts).expect("load the XDP object (needs root or CAP_BPF)");
         let mut r = Router {
             dp,
             ifaces: BTreeMap::new(),

@@ -40,6 +40,12 @@ pub enum Error {
         message: String,
         details: Vec<serde_json::Value>,
     },
+    /// No token, or not a valid one (`http::auth` adds the challenge).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The body is larger than the limit for its path (`http::limit`).
+    #[error("the request body is larger than this path's limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     #[error(transparent)]
     Firewall(#[from] crate::firewall::FirewallError),
     #[error(transparent)]
@@ -48,6 +54,10 @@ pub enum Error {
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    /// A static route operation failed inside the box (500); the operator's
+    /// mistakes are mapped to 400/404/409/422 by `http::static_routes`.
+    #[error(transparent)]
+    StaticRoute(#[from] crate::static_routes::StaticRouteError),
 }
 
 impl Error {
@@ -58,8 +68,16 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Firewall(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
-            Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
+            Error::Firewall(e) if e.is_conflict() => StatusCode::CONFLICT,
+            Error::Firewall(e) if e.is_not_found() => StatusCode::NOT_FOUND,
+            Error::Dataplane(_)
+            | Error::Db(_)
+            | Error::Firewall(_)
+            | Error::FirewallStore(_)
+            | Error::StaticRoute(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -72,8 +90,16 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Unprocessable(_) => "unprocessable",
             Error::Unavailable { .. } => "unavailable",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Firewall(e) if e.is_bad_request() => "bad_request",
-            Error::Dataplane(_) | Error::Db(_) | Error::Firewall(_) | Error::FirewallStore(_) => {
+            Error::Firewall(e) if e.is_conflict() => "conflict",
+            Error::Firewall(e) if e.is_not_found() => "not_found",
+            Error::Dataplane(_)
+            | Error::Db(_)
+            | Error::Firewall(_)
+            | Error::FirewallStore(_)
+            | Error::StaticRoute(_) => {
                 "internal"
             }
         }
@@ -172,9 +198,14 @@ where
     type Rejection = Error;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = super::limit::limit_for(req.uri().path());
         axum::Json::<T>::from_request(req, state)
             .await
             .map(|axum::Json(v)| ApiJson(v))
-            .map_err(|e| Error::BadRequest(e.body_text()))
+            .map_err(|e| match e.status() {
+                // A streamed body that outgrew `http::limit`'s bound.
+                StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit },
+                _ => Error::BadRequest(e.body_text()),
+            })
     }
 }

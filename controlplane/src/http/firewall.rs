@@ -17,7 +17,7 @@ use super::{
 use crate::{
     dataplane::Count,
     firewall::{
-        CommitSummary,
+        CommitSummary, PendingView,
         rule::{Chain, Policies, Rule, Ruleset},
         store::{self, CommitInfo},
     },
@@ -161,22 +161,44 @@ pub struct CommitView {
     #[serde(flatten)]
     pub summary: CommitSummary,
     pub diff: Vec<String>,
+    /// Set when the commit waits for confirmation (`confirm_within`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<PendingView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitQuery {
+    /// Roll back unless `POST /firewall/confirm` arrives within this many
+    /// seconds (Junos `commit confirmed`).
+    pub confirm_within: Option<u32>,
 }
 
 /// Commit the candidate.
 async fn commit(
     State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<CommitQuery>,
     ApiJson(body): ApiJson<CommitBody>,
 ) -> Result<Json<CommitView>, Error> {
     let mut fw = state.firewall.lock().await;
+    fw.refuse_if_pending()?;
     let rs = store::candidate(&state.db).await?;
     // Stored candidates were checked when written; a database edited by
     // hand was not.
     refuse_problems(&rs)?;
     let author = body.author.as_deref().unwrap_or(DEFAULT_AUTHOR);
-    let summary = fw.commit(rs, author, &body.comment).await?;
+    let summary = match q.confirm_within {
+        Some(n) => {
+            fw.commit_confirmed(&state.firewall, rs, author, &body.comment, n)
+                .await?
+        }
+        None => fw.commit(rs, author, &body.comment).await?,
+    };
+    let confirm = fw.pending();
     drop(fw);
-    Ok(Json(with_diff(&state, summary).await?))
+    let mut view = with_diff(&state, summary).await?;
+    view.confirm = confirm;
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +207,8 @@ pub struct ApplyQuery {
     #[serde(default)]
     pub comment: String,
     pub author: Option<String>,
+    /// As for `/firewall/commit`.
+    pub confirm_within: Option<u32>,
 }
 
 /// Replace the candidate with the body and commit it (`xdpgate acl
@@ -199,21 +223,36 @@ async fn apply(
 ) -> Result<Json<CommitView>, Error> {
     refuse_problems(&rs)?;
     let mut fw = state.firewall.lock().await;
+    // Before the candidate is touched: a refused apply changes nothing.
+    fw.refuse_if_pending()?;
     let stored = store::replace_candidate(&state.db, &rs).await?;
     let author = q.author.as_deref().unwrap_or(DEFAULT_AUTHOR);
-    let summary = fw.commit(stored, author, &q.comment).await?;
+    let summary = match q.confirm_within {
+        Some(n) => {
+            fw.commit_confirmed(&state.firewall, stored, author, &q.comment, n)
+                .await?
+        }
+        None => fw.commit(stored, author, &q.comment).await?,
+    };
+    let confirm = fw.pending();
     drop(fw);
-    Ok(Json(with_diff(&state, summary).await?))
+    let mut view = with_diff(&state, summary).await?;
+    view.confirm = confirm;
+    Ok(Json(view))
 }
 
-async fn with_diff(state: &AppState, summary: CommitSummary) -> Result<CommitView, Error> {
+pub(super) async fn with_diff(state: &AppState, summary: CommitSummary) -> Result<CommitView, Error> {
     let diff = store::commits(&state.db, 1, Some(summary.commit + 1))
         .await?
         .into_iter()
         .find(|c| c.id == summary.commit)
         .map(|c| c.diff)
         .unwrap_or_default();
-    Ok(CommitView { summary, diff })
+    Ok(CommitView {
+        summary,
+        diff,
+        confirm: None,
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,10 +59,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     let reasons = not_ready(&state).await;
     if !reasons.is_empty() {
         return Err(Error::Unavailable {
-            message: format!(
-                "not ready: {}",
-                reasons.join("; ")
-            ),
+            message: format!("not ready: {}", reasons.join("; ")),
             details: reasons.into_iter().map(Value::from).collect(),
         });
     }

@@ -17,6 +17,7 @@ async fn state() -> AppState {
         sync: watch::channel(SyncStatus::default()).1,
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted: Default::default(),
+        listener_is_loopback: true,
     }
 }
 

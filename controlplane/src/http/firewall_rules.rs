@@ -1,0 +1,274 @@
+//! Rules of the candidate, one at a time:
+//!
+//! - `GET /firewall/rules` (`?chain=forward`): every rule with its
+//!   position in its chain (from 1).
+//! - `POST /firewall/rules`: a rule, appended to its chain, or inserted
+//!   before the rule at `position` when the body has one.
+//! - `GET/PUT/DELETE /firewall/rules/{id}`: PUT replaces the rule (same
+//!   id) and moves it when the body has a `position`.
+//!
+//! Each edit is checked as the rule model checks a whole ruleset (the sets
+//! it names must exist, fields must fit its protocol, a chain holds at most
+//! `FW_MAX_RULES` enabled rules). Nothing reaches the dataplane until a
+//! commit.
+use std::collections::BTreeSet;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::get,
+};
+use dataplane_common::FW_MAX_RULES;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    AppState, Error,
+    error::{ApiJson, ApiQuery},
+};
+use crate::firewall::{
+    rule::{Chain, Rule},
+    store,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/firewall/rules", get(list).post(create))
+        .route("/firewall/rules/{id}", get(one).put(replace).delete(delete))
+}
+
+/// A candidate rule with its place.
+#[derive(Debug, Serialize)]
+pub struct RuleItem {
+    /// In its chain, from 1.
+    pub position: usize,
+    #[serde(flatten)]
+    pub rule: Rule,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub chain: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RulesList {
+    pub items: Vec<RuleItem>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<RulesList>, Error> {
+    let chain = q
+        .chain
+        .as_deref()
+        .map(str::parse::<Chain>)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let (_, rules) = store::candidate_rules(&state.db).await?;
+    let items = with_positions(rules)
+        .into_iter()
+        .filter(|i| chain.is_none_or(|c| i.rule.chain == c))
+        .collect();
+    Ok(Json(RulesList { items }))
+}
+
+fn with_positions(rules: Vec<Rule>) -> Vec<RuleItem> {
+    let mut next = [0usize; Chain::ALL.len()];
+    rules
+        .into_iter()
+        .map(|rule| {
+            let n = &mut next[rule.chain.index() as usize];
+            *n += 1;
+            RuleItem { position: *n, rule }
+        })
+        .collect()
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("/api/v1/firewall/rules/{id}"))
+}
+
+fn parse_id(id: &str) -> Result<u32, Error> {
+    id.parse().map_err(|_| not_found(id))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RuleItem>, Error> {
+    let n = parse_id(&id)?;
+    let (_, rules) = store::candidate_rules(&state.db).await?;
+    with_positions(rules)
+        .into_iter()
+        .find(|i| i.rule.id == n)
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// A rule body: the rule model's fields and an optional `position`.
+fn rule_body(mut body: Value) -> Result<(Rule, Option<usize>), Error> {
+    let position = match body.as_object_mut().and_then(|o| o.remove("position")) {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_u64()
+                .filter(|&p| p >= 1)
+                .and_then(|p| usize::try_from(p).ok())
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("position must be a number from 1, not {p}"))
+                })?,
+        ),
+    };
+    let rule: Rule = serde_json::from_value(body)
+        .map_err(|e| Error::BadRequest(format!("not a valid rule: {e}")))?;
+    Ok((rule, position))
+}
+
+/// The candidate's rules per chain, in match order.
+fn by_chain(rules: Vec<Rule>) -> [Vec<Rule>; 2] {
+    let mut chains: [Vec<Rule>; 2] = Default::default();
+    for r in rules {
+        chains[r.chain.index() as usize].push(r);
+    }
+    chains
+}
+
+/// Insert `rule` into its chain before `position` (from 1; None or one
+/// past the end appends). Returns its index in the chain.
+fn place(chains: &mut [Vec<Rule>; 2], rule: Rule, position: Option<usize>) -> Result<usize, Error> {
+    let chain = &mut chains[rule.chain.index() as usize];
+    let at = match position {
+        None => chain.len(),
+        Some(p) if p <= chain.len() + 1 => p - 1,
+        Some(p) => {
+            return Err(Error::BadRequest(format!(
+                "position {p} is past the end of the {} chain ({} rules; {} appends)",
+                rule.chain,
+                chain.len(),
+                chain.len() + 1
+            )));
+        }
+    };
+    chain.insert(at, rule);
+    Ok(at)
+}
+
+/// Refuse `rule` (at `index` of its chain in `chains`) if the rule model
+/// would refuse the ruleset for it.
+async fn check(state: &AppState, chains: &[Vec<Rule>; 2], rule: &Rule) -> Result<(), Error> {
+    let names = store::set_names(&state.db).await?;
+    let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut problems = rule.problems(&names);
+    let enabled = chains[rule.chain.index() as usize]
+        .iter()
+        .filter(|r| r.enabled)
+        .count();
+    if enabled > FW_MAX_RULES as usize {
+        problems.push(format!(
+            "the {} chain would have {enabled} enabled rules; at most {FW_MAX_RULES} fit",
+            rule.chain
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        message: format!(
+            "the rule was refused: {} problem{}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        ),
+        details: problems.into_iter().map(|m| json!({ "message": m })).collect(),
+    })
+}
+
+/// Store `chains` as the candidate's rules; returns the rule at `index`
+/// of `chain` as stored.
+async fn save(
+    state: &AppState,
+    chains: [Vec<Rule>; 2],
+    chain: Chain,
+    index: usize,
+) -> Result<RuleItem, Error> {
+    let rules: Vec<Rule> = chains.into_iter().flatten().collect();
+    let stored = store::replace_candidate_rules(&state.db, &rules).await?;
+    with_positions(stored)
+        .into_iter()
+        .filter(|i| i.rule.chain == chain)
+        .nth(index)
+        .ok_or_else(|| Error::NotFound("the rule just stored".into()))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<RuleItem>), Error> {
+    let (rule, position) = rule_body(body)?;
+    if rule.id != 0 {
+        return Err(Error::BadRequest(
+            "a new rule has no id: the store assigns one".into(),
+        ));
+    }
+    let _writer = state.firewall.lock().await;
+    let (_, rules) = store::candidate_rules(&state.db).await?;
+    let mut chains = by_chain(rules);
+    let chain = rule.chain;
+    let index = place(&mut chains, rule.clone(), position)?;
+    check(&state, &chains, &rule).await?;
+    let item = save(&state, chains, chain, index).await?;
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<RuleItem>, Error> {
+    let n = parse_id(&id)?;
+    let (mut rule, position) = rule_body(body)?;
+    if rule.id != 0 && rule.id != n {
+        return Err(Error::BadRequest(format!(
+            "the body's id {} is not the path's {n}",
+            rule.id
+        )));
+    }
+    rule.id = n;
+    let _writer = state.firewall.lock().await;
+    let (_, rules) = store::candidate_rules(&state.db).await?;
+    let mut chains = by_chain(rules);
+    let (old_chain, old_index) = chains
+        .iter()
+        .enumerate()
+        .find_map(|(c, rs)| rs.iter().position(|r| r.id == n).map(|i| (c, i)))
+        .ok_or_else(|| not_found(&id))?;
+    chains[old_chain].remove(old_index);
+    // Without a position the rule stays where it was (in its chain).
+    let position = position.or_else(|| {
+        (rule.chain.index() as usize == old_chain).then_some(old_index + 1)
+    });
+    let chain = rule.chain;
+    let index = place(&mut chains, rule.clone(), position)?;
+    check(&state, &chains, &rule).await?;
+    Ok(Json(save(&state, chains, chain, index).await?))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let n = parse_id(&id)?;
+    let _writer = state.firewall.lock().await;
+    let (_, rules) = store::candidate_rules(&state.db).await?;
+    if !rules.iter().any(|r| r.id == n) {
+        return Err(not_found(&id));
+    }
+    let kept: Vec<Rule> = rules.into_iter().filter(|r| r.id != n).collect();
+    store::replace_candidate_rules(&state.db, &kept).await?;
+    Ok(Json(json!({ "deleted": n })))
+}
+
+#[cfg(test)]
+mod tests;

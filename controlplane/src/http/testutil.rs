@@ -1,0 +1,50 @@
+//! Shared by the handler tests of the firewall edit, history and static
+//! route modules: a state over an in-memory database and a loaded (not
+//! attached) XDP object (needs root), and one call helper.
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use axum::{body::Body, http::Request};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use super::{AppState, app};
+use crate::{dataplane::Dataplane, firewall::Firewall, netlink::sync::SyncStatus};
+
+pub async fn state() -> AppState {
+    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
+    let dataplane = Arc::new(Mutex::new(
+        Dataplane::load().expect("load the XDP object (needs root)"),
+    ));
+    let firewall = Firewall::new(db.clone(), dataplane.clone());
+    AppState {
+        dataplane,
+        db,
+        sync: tokio::sync::watch::channel(SyncStatus::default()).1,
+        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
+        wanted: Default::default(),
+        listener_is_loopback: true,
+    }
+}
+
+/// `method path` with an optional JSON body: (status, JSON body).
+pub async fn call(st: &AppState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app(st.clone())
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON body"))
+}
