@@ -184,10 +184,9 @@ impl StaticRouteSpec {
                 problems.push("a unicast route needs a gateway, a dev, or both".into())
             }
             StaticKind::Unicast => {}
-            other if self.gateway.is_some() || self.dev.is_some() => problems.push(format!(
-                "a {} route has no gateway or dev",
-                other.name()
-            )),
+            other if self.gateway.is_some() || self.dev.is_some() => {
+                problems.push(format!("a {} route has no gateway or dev", other.name()))
+            }
             _ => {}
         }
         if self.comment.len() > 256 {
@@ -223,7 +222,10 @@ pub async fn stored(db: &SqlitePool) -> Result<Vec<StaticRoute>, StaticRouteErro
     rows.into_iter().map(Row::parse).collect()
 }
 
-async fn stored_one(db: &SqlitePool, prefix: IpNet) -> Result<Option<StaticRoute>, StaticRouteError> {
+async fn stored_one(
+    db: &SqlitePool,
+    prefix: IpNet,
+) -> Result<Option<StaticRoute>, StaticRouteError> {
     let row: Option<Row> = sqlx::query_as(
         "select prefix, kind, gateway, dev, metric, comment from static_route where prefix = ?1",
     )
@@ -233,7 +235,14 @@ async fn stored_one(db: &SqlitePool, prefix: IpNet) -> Result<Option<StaticRoute
     row.map(Row::parse).transpose()
 }
 
-type Row = (String, String, Option<String>, Option<String>, Option<i64>, String);
+type Row = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+);
 
 trait ParseRow {
     fn parse(self) -> Result<StaticRoute, StaticRouteError>;
@@ -247,7 +256,9 @@ impl ParseRow for Row {
             reason: reason.to_owned(),
         };
         Ok(StaticRoute {
-            prefix: prefix.parse().map_err(|_| corrupt(&prefix, "not a prefix"))?,
+            prefix: prefix
+                .parse()
+                .map_err(|_| corrupt(&prefix, "not a prefix"))?,
             kind: StaticKind::parse(&kind).ok_or_else(|| corrupt(&kind, "not a route type"))?,
             gateway: gateway
                 .map(|g| g.parse().map_err(|_| corrupt(&g, "not an address")))
@@ -421,10 +432,7 @@ fn protocol_name(p: u8) -> String {
 }
 
 /// Delete our route(s) for `prefix` from the kernel; gone already is fine.
-async fn uninstall(
-    handle: &rtnetlink::Handle,
-    r: &StaticRoute,
-) -> Result<(), StaticRouteError> {
+async fn uninstall(handle: &rtnetlink::Handle, r: &StaticRoute) -> Result<(), StaticRouteError> {
     for k in kernel_routes(handle, r.prefix).await? {
         if k.protocol != RTPROT_XDPGATE {
             continue;

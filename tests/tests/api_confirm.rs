@@ -13,8 +13,7 @@ fn no_ping() -> Value {
 }
 
 fn last_commit(api: std::net::SocketAddr) -> Value {
-    client::get_json(api, "/api/v1/firewall/commits?limit=1").expect("history")["items"][0]
-        .clone()
+    client::get_json(api, "/api/v1/firewall/commits?limit=1").expect("history")["items"][0].clone()
 }
 
 #[test]
@@ -33,9 +32,11 @@ fn an_unconfirmed_commit_rolls_back_and_a_confirmed_one_stays() {
     assert!(!ping(&l.h1(), H2_V4, 1), "the rule did not drop ping");
     let p = client::get_json(api, "/api/v1/firewall/confirm").expect("pending");
     assert_eq!(p["pending"], true, "{p}");
-    wait_until(Duration::from_secs(8), "the rollback to restore ping", || {
-        ping(&l.h1(), H2_V4, 1)
-    });
+    wait_until(
+        Duration::from_secs(8),
+        "the rollback to restore ping",
+        || ping(&l.h1(), H2_V4, 1),
+    );
     let last = last_commit(api);
     assert_eq!(last["author"], "rollback", "{last}");
     let comment = last["comment"].as_str().expect("comment");
@@ -55,7 +56,10 @@ fn an_unconfirmed_commit_rolls_back_and_a_confirmed_one_stays() {
     let ok = client::post_json(api, "/api/v1/firewall/confirm", &json!({})).expect("confirm");
     assert_eq!(ok["confirmed"], c["commit"]);
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!ping(&l.h1(), H2_V4, 1), "the confirmed rule was rolled back");
+    assert!(
+        !ping(&l.h1(), H2_V4, 1),
+        "the confirmed rule was rolled back"
+    );
     assert_eq!(last_commit(api)["id"], c["commit"]);
     let active = client::get_json(api, "/api/v1/firewall/active").expect("active");
     assert_eq!(active["commit"], c["commit"]);
@@ -76,7 +80,10 @@ fn a_restart_while_a_commit_is_pending_restores_the_ruleset_before() {
     let (status, log) = daemon.signal_keep_db(SIGTERM);
     assert!(status.success(), "{log}");
     let daemon = Daemon::start_forwarding(l, true, &[]);
-    assert!(ping(&l.h1(), H2_V4, 1), "the unconfirmed rule survived a restart");
+    assert!(
+        ping(&l.h1(), H2_V4, 1),
+        "the unconfirmed rule survived a restart"
+    );
     let last = last_commit(daemon.api);
     assert_eq!(last["author"], "rollback", "{last}");
     assert!(last["id"].as_i64() > c["commit"].as_i64());

@@ -47,9 +47,11 @@ fn a_static_route_reaches_kernel_and_xdp_and_survives_a_restart() {
     wait_until(Duration::from_secs(5), "the route in the XDP FIB", || {
         xdp_route(api) == via_h2()
     });
-    wait_until(Duration::from_secs(10), "ping over the static route", || {
-        ping(&l.h1(), SERVICE, 1)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "ping over the static route",
+        || ping(&l.h1(), SERVICE, 1),
+    );
     let list = client::get_json(api, "/api/v1/routes/static").expect("list");
     assert_eq!(list["items"][0]["installed"], true, "{list}");
 
@@ -75,10 +77,16 @@ fn a_static_route_reaches_kernel_and_xdp_and_survives_a_restart() {
     netns::ip(["-n", &r, "route", "del", PREFIX]).expect("ip route del");
     assert_eq!(kernel(&r), "");
     let daemon = Daemon::start(l, &[]);
-    assert!(kernel(&r).contains("proto 205"), "not reinstalled:\n{}", daemon.log());
-    wait_until(Duration::from_secs(5), "the reinstalled route in XDP", || {
-        xdp_route(daemon.api) == via_h2()
-    });
+    assert!(
+        kernel(&r).contains("proto 205"),
+        "not reinstalled:\n{}",
+        daemon.log()
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the reinstalled route in XDP",
+        || xdp_route(daemon.api) == via_h2(),
+    );
     wait_until(Duration::from_secs(10), "ping after the restart", || {
         ping(&l.h1(), SERVICE, 1)
     });

@@ -26,12 +26,12 @@ use dataplane_common::{FW_CHAINS, FW_MAX_RULES};
 use serde::Serialize;
 use sqlx::SqlitePool;
 
+pub use self::confirm::{MAX_CONFIRM_WITHIN, PendingView, ROLLBACK_AUTHOR, SharedFirewall};
 use self::{
     compile::{CompileError, Compiled},
     rule::{Chain, Problem, Ruleset},
     store::StoreError,
 };
-pub use self::confirm::{MAX_CONFIRM_WITHIN, PendingView, ROLLBACK_AUTHOR, SharedFirewall};
 use crate::dataplane::{Count, Dataplane, DataplaneError, InstallStats};
 
 /// How long after a flip the generation packets left may be rewritten. An

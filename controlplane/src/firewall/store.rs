@@ -907,12 +907,14 @@ pub async fn pending_confirm(pool: &SqlitePool) -> Result<Option<PendingConfirm>
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(commit, previous_commit, within, deadline)| PendingConfirm {
-        commit,
-        previous_commit,
-        confirm_within: u32::try_from(within).unwrap_or(u32::MAX),
-        deadline,
-    }))
+    Ok(row.map(
+        |(commit, previous_commit, within, deadline)| PendingConfirm {
+            commit,
+            previous_commit,
+            confirm_within: u32::try_from(within).unwrap_or(u32::MAX),
+            deadline,
+        },
+    ))
 }
 
 /// Forget the pending confirmation (the operator confirmed). Returns
@@ -987,11 +989,12 @@ pub async fn set(pool: &SqlitePool, name: &str) -> Result<Option<AddressSet>, St
     let prefixes = rows
         .into_iter()
         .map(|(p,)| {
-            p.parse().map_err(|e: ipnet::AddrParseError| StoreError::Corrupt {
-                what: "set prefix",
-                value: p.clone(),
-                reason: e.to_string(),
-            })
+            p.parse()
+                .map_err(|e: ipnet::AddrParseError| StoreError::Corrupt {
+                    what: "set prefix",
+                    value: p.clone(),
+                    reason: e.to_string(),
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok(Some(AddressSet {

@@ -77,9 +77,7 @@ impl Error {
             | Error::Db(_)
             | Error::Firewall(_)
             | Error::FirewallStore(_)
-            | Error::StaticRoute(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            | Error::StaticRoute(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -99,9 +97,7 @@ impl Error {
             | Error::Db(_)
             | Error::Firewall(_)
             | Error::FirewallStore(_)
-            | Error::StaticRoute(_) => {
-                "internal"
-            }
+            | Error::StaticRoute(_) => "internal",
         }
     }
 }

@@ -241,7 +241,10 @@ async fn apply(
     Ok(Json(view))
 }
 
-pub(super) async fn with_diff(state: &AppState, summary: CommitSummary) -> Result<CommitView, Error> {
+pub(super) async fn with_diff(
+    state: &AppState,
+    summary: CommitSummary,
+) -> Result<CommitView, Error> {
     let diff = store::commits(&state.db, 1, Some(summary.commit + 1))
         .await?
         .into_iter()

@@ -181,7 +181,10 @@ async fn check(state: &AppState, chains: &[Vec<Rule>; 2], rule: &Rule) -> Result
             problems.len(),
             if problems.len() == 1 { "" } else { "s" }
         ),
-        details: problems.into_iter().map(|m| json!({ "message": m })).collect(),
+        details: problems
+            .into_iter()
+            .map(|m| json!({ "message": m }))
+            .collect(),
     })
 }
 
@@ -246,9 +249,8 @@ async fn replace(
         .ok_or_else(|| not_found(&id))?;
     chains[old_chain].remove(old_index);
     // Without a position the rule stays where it was (in its chain).
-    let position = position.or_else(|| {
-        (rule.chain.index() as usize == old_chain).then_some(old_index + 1)
-    });
+    let position =
+        position.or_else(|| (rule.chain.index() as usize == old_chain).then_some(old_index + 1));
     let chain = rule.chain;
     let index = place(&mut chains, rule.clone(), position)?;
     check(&state, &chains, &rule).await?;

@@ -39,10 +39,7 @@ pub const MAX_SETS_LIMIT: u32 = 1000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/firewall/sets", get(list))
-        .route(
-            "/firewall/sets/{name}",
-            get(one).put(put).delete(delete),
-        )
+        .route("/firewall/sets/{name}", get(one).put(put).delete(delete))
 }
 
 #[derive(Debug, Deserialize)]

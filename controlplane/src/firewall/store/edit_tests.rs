@@ -17,17 +17,28 @@ fn rule(json: serde_json::Value) -> Rule {
 async fn a_pending_commit_is_recorded_with_it_and_resolved_by_the_rollback() {
     let pool = memory().await;
     assert_eq!(pending_confirm(&pool).await.expect("read"), None);
-    let first = record_commit(&pool, &Ruleset::default(), "a", "").await.expect("commit");
+    let first = record_commit(&pool, &Ruleset::default(), "a", "")
+        .await
+        .expect("commit");
     let rs = Ruleset {
-        rules: vec![rule(serde_json::json!({"chain": "forward", "action": "drop"}))],
+        rules: vec![rule(
+            serde_json::json!({"chain": "forward", "action": "drop"}),
+        )],
         ..Default::default()
     };
     let p = record_commit_pending(&pool, &rs, "b", "try", 30)
         .await
         .expect("pending commit");
     assert_eq!((p.previous_commit, p.confirm_within), (Some(first), 30));
-    assert!(p.deadline.ends_with('Z') && p.deadline.len() == 24, "{}", p.deadline);
-    assert_eq!(active(&pool).await.expect("active").map(|a| a.0), Some(p.commit));
+    assert!(
+        p.deadline.ends_with('Z') && p.deadline.len() == 24,
+        "{}",
+        p.deadline
+    );
+    assert_eq!(
+        active(&pool).await.expect("active").map(|a| a.0),
+        Some(p.commit)
+    );
     assert_eq!(pending_confirm(&pool).await.expect("read"), Some(p.clone()));
     // A second pending row cannot exist.
     assert!(record_commit_pending(&pool, &rs, "c", "", 5).await.is_err());
@@ -65,7 +76,10 @@ async fn sets_are_created_replaced_listed_and_deleted_unless_used() {
     };
     assert!(put_set(&pool, &other).await.expect("create"));
     let web2 = AddressSet {
-        prefixes: vec!["198.18.2.0/24".parse().unwrap(), "2001:db8::/64".parse().unwrap()],
+        prefixes: vec![
+            "198.18.2.0/24".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap(),
+        ],
         ..web.clone()
     };
     assert!(!put_set(&pool, &web2).await.expect("replace"));
@@ -73,10 +87,14 @@ async fn sets_are_created_replaced_listed_and_deleted_unless_used() {
     assert_eq!(set(&pool, "nope").await.expect("get"), None);
     let all = set_summaries(&pool, 10, None).await.expect("list");
     assert_eq!(
-        all.iter().map(|s| (s.name.as_str(), s.count)).collect::<Vec<_>>(),
+        all.iter()
+            .map(|s| (s.name.as_str(), s.count))
+            .collect::<Vec<_>>(),
         [("web", 2), ("other", 0)]
     );
-    let page2 = set_summaries(&pool, 10, Some(all[0].position)).await.expect("page");
+    let page2 = set_summaries(&pool, 10, Some(all[0].position))
+        .await
+        .expect("page");
     assert_eq!(page2.len(), 1);
     assert_eq!(set_names(&pool).await.expect("names"), ["web", "other"]);
     // The whole-candidate view agrees.
@@ -95,8 +113,14 @@ async fn sets_are_created_replaced_listed_and_deleted_unless_used() {
             position: 2,
         }])
     );
-    assert_eq!(delete_set(&pool, "other").await.expect("delete"), SetDelete::Deleted);
-    assert_eq!(delete_set(&pool, "other").await.expect("delete"), SetDelete::NotFound);
+    assert_eq!(
+        delete_set(&pool, "other").await.expect("delete"),
+        SetDelete::Deleted
+    );
+    assert_eq!(
+        delete_set(&pool, "other").await.expect("delete"),
+        SetDelete::NotFound
+    );
 }
 
 #[tokio::test]
@@ -107,7 +131,9 @@ async fn replacing_rules_keeps_ids_and_leaves_sets_and_policy() {
             forward: Verdict::Drop,
             input: Verdict::Accept,
         },
-        rules: vec![rule(serde_json::json!({"chain": "input", "action": "drop"}))],
+        rules: vec![rule(
+            serde_json::json!({"chain": "input", "action": "drop"}),
+        )],
         sets: vec![AddressSet {
             name: "s".into(),
             prefixes: vec!["198.18.0.0/15".parse().unwrap()],
@@ -116,7 +142,9 @@ async fn replacing_rules_keeps_ids_and_leaves_sets_and_policy() {
     };
     let stored = replace_candidate(&pool, &rs).await.expect("candidate");
     let mut rules = stored.rules.clone();
-    rules.push(rule(serde_json::json!({"chain": "forward", "action": "accept"})));
+    rules.push(rule(
+        serde_json::json!({"chain": "forward", "action": "accept"}),
+    ));
     let now = replace_candidate_rules(&pool, &rules).await.expect("rules");
     // Chain order: the new forward rule first, the input rule kept its id.
     assert_eq!(now[1].id, stored.rules[0].id);

@@ -74,11 +74,16 @@ async fn an_unconfirmed_commit_rolls_back_by_itself() {
         comment.contains(&format!("#{} was not confirmed within 1 s", c["commit"])),
         "{comment}"
     );
-    assert!(comment.contains(&format!("back to #{}", base["commit"])), "{comment}");
-    assert!(crate::firewall::store::pending_confirm(&st.db)
-        .await
-        .expect("read")
-        .is_none());
+    assert!(
+        comment.contains(&format!("back to #{}", base["commit"])),
+        "{comment}"
+    );
+    assert!(
+        crate::firewall::store::pending_confirm(&st.db)
+            .await
+            .expect("read")
+            .is_none()
+    );
     // The candidate still holds what was tried, to fix and commit again.
     let (_, cand) = call(&st, "GET", "/api/v1/firewall/candidate", None).await;
     assert_eq!(cand["rules"][0]["dport"], "22");
@@ -91,7 +96,11 @@ async fn an_unconfirmed_commit_rolls_back_by_itself() {
 async fn a_confirmed_commit_stays_and_confirm_without_one_is_409() {
     let st = state().await;
     let (status, v) = call(&st, "POST", "/api/v1/firewall/confirm", None).await;
-    assert_eq!((status, &v["error"]["code"]), (409, &json!("conflict")), "{v}");
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (409, &json!("conflict")),
+        "{v}"
+    );
     let (status, _) = call(&st, "PUT", "/api/v1/firewall/candidate", Some(drop_ssh())).await;
     assert_eq!(status, 200);
     let (status, c) = call(
@@ -150,7 +159,13 @@ async fn a_restart_with_a_commit_pending_restores_the_one_before() {
     assert!(restored > c["commit"].as_i64().expect("id"));
     let active = fw.active().expect("active");
     assert_eq!(active.ruleset.rules[0].comment, "base");
-    let (_, one) = call(&st, "GET", &format!("/api/v1/firewall/commits/{restored}"), None).await;
+    let (_, one) = call(
+        &st,
+        "GET",
+        &format!("/api/v1/firewall/commits/{restored}"),
+        None,
+    )
+    .await;
     assert_eq!(one["author"], "rollback");
     assert!(
         one["comment"]
@@ -159,12 +174,19 @@ async fn a_restart_with_a_commit_pending_restores_the_one_before() {
             .contains("when the daemon stopped"),
         "{one}"
     );
-    assert!(one["comment"].as_str().unwrap().contains(&format!("#{}", base["commit"])));
+    assert!(
+        one["comment"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("#{}", base["commit"]))
+    );
     assert!(fw.pending().is_none());
-    assert!(crate::firewall::store::pending_confirm(&st.db)
-        .await
-        .expect("read")
-        .is_none());
+    assert!(
+        crate::firewall::store::pending_confirm(&st.db)
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -197,9 +219,16 @@ async fn rollback_applies_an_old_commit_and_unknown_ids_are_404() {
     assert_eq!(status, 200);
     assert_eq!(d["lines"], json!([]), "{d}");
     assert_eq!(d["active"], r["commit"]);
-    for bad in ["/api/v1/firewall/rollback/999", "/api/v1/firewall/rollback/x"] {
+    for bad in [
+        "/api/v1/firewall/rollback/999",
+        "/api/v1/firewall/rollback/x",
+    ] {
         let (status, v) = call(&st, "POST", bad, None).await;
-        assert_eq!((status, &v["error"]["code"]), (404, &json!("not_found")), "{bad}");
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (404, &json!("not_found")),
+            "{bad}"
+        );
     }
 }
 
@@ -219,8 +248,19 @@ async fn diff_compares_the_candidate_with_the_active_ruleset() {
         .map(|l| l.as_str().expect("line"))
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("- forward #1: accept")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("+ forward #1: tcp dport 22 drop")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("- forward #1: accept")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("+ forward #1: tcp dport 22 drop")),
+        "{lines:?}"
+    );
     let (status, _) = call(&st, "GET", "/api/v1/firewall/diff?x=1", None).await;
-    assert_eq!(status, 200, "unknown query keys are ignored by a handler without a query");
+    assert_eq!(
+        status, 200,
+        "unknown query keys are ignored by a handler without a query"
+    );
 }

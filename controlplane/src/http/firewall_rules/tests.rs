@@ -17,10 +17,22 @@ async fn post_appends_or_inserts_and_put_moves_and_delete_removes() {
     let st = state().await;
     let mut ids = Vec::new();
     for (c, body) in [
-        ("a", json!({"chain": "forward", "action": "accept", "comment": "a"})),
-        ("b", json!({"chain": "forward", "action": "drop", "comment": "b"})),
-        ("i", json!({"chain": "input", "action": "drop", "comment": "i"})),
-        ("c", json!({"chain": "forward", "action": "accept", "comment": "c", "position": 1})),
+        (
+            "a",
+            json!({"chain": "forward", "action": "accept", "comment": "a"}),
+        ),
+        (
+            "b",
+            json!({"chain": "forward", "action": "drop", "comment": "b"}),
+        ),
+        (
+            "i",
+            json!({"chain": "input", "action": "drop", "comment": "i"}),
+        ),
+        (
+            "c",
+            json!({"chain": "forward", "action": "accept", "comment": "c", "position": 1}),
+        ),
     ] {
         let (status, r) = call(&st, "POST", "/api/v1/firewall/rules", Some(body)).await;
         assert_eq!(status, 201, "{c}: {r}");
@@ -37,12 +49,17 @@ async fn post_appends_or_inserts_and_put_moves_and_delete_removes() {
         &st,
         "PUT",
         &format!("/api/v1/firewall/rules/{}", ids[0]),
-        Some(json!({"chain": "forward", "proto": "tcp", "dport": 22, "action": "drop",
-                    "comment": "a2", "position": 3})),
+        Some(
+            json!({"chain": "forward", "proto": "tcp", "dport": 22, "action": "drop",
+                    "comment": "a2", "position": 3}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{r}");
-    assert_eq!((r["id"].clone(), r["position"].clone()), (ids[0].clone(), json!(3)));
+    assert_eq!(
+        (r["id"].clone(), r["position"].clone()),
+        (ids[0].clone(), json!(3))
+    );
     let (_, list) = call(&st, "GET", "/api/v1/firewall/rules?chain=forward", None).await;
     assert_eq!(comments(&list), ["1c", "2b", "3a2"]);
     // Without a position it stays in place.
@@ -54,10 +71,22 @@ async fn post_appends_or_inserts_and_put_moves_and_delete_removes() {
     )
     .await;
     assert_eq!(r["position"], 2, "{r}");
-    let (status, one) = call(&st, "GET", &format!("/api/v1/firewall/rules/{}", ids[1]), None).await;
+    let (status, one) = call(
+        &st,
+        "GET",
+        &format!("/api/v1/firewall/rules/{}", ids[1]),
+        None,
+    )
+    .await;
     assert_eq!((status, &one["action"]), (200, &json!("reject")));
 
-    let (status, _) = call(&st, "DELETE", &format!("/api/v1/firewall/rules/{}", ids[3]), None).await;
+    let (status, _) = call(
+        &st,
+        "DELETE",
+        &format!("/api/v1/firewall/rules/{}", ids[3]),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let (_, list) = call(&st, "GET", "/api/v1/firewall/rules?chain=forward", None).await;
     assert_eq!(comments(&list), ["1b2", "2a2"]);

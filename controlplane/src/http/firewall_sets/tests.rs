@@ -25,7 +25,10 @@ async fn put_creates_then_replaces_and_get_lists_paged() {
     assert_eq!((status, &v["created"]), (200, &json!(false)), "{v}");
     let (status, set) = call(&st, "GET", "/api/v1/firewall/sets/blocklist", None).await;
     assert_eq!(status, 200);
-    assert_eq!(set, json!({"name": "blocklist", "prefixes": ["198.18.201.1/32"]}));
+    assert_eq!(
+        set,
+        json!({"name": "blocklist", "prefixes": ["198.18.201.1/32"]})
+    );
     for name in ["b", "c"] {
         let (status, _) = call(
             &st,
@@ -78,7 +81,12 @@ async fn every_bad_prefix_is_named_and_nothing_is_stored() {
     );
     let details = v["error"]["details"].as_array().expect("details");
     assert_eq!(details[0]["index"], 1);
-    assert!(details[0]["message"].as_str().unwrap().contains("host bits"));
+    assert!(
+        details[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("host bits")
+    );
     assert_eq!(details[1]["prefix"], "nonsense");
     let (status, _) = call(&st, "GET", "/api/v1/firewall/sets/x", None).await;
     assert_eq!(status, 404);
@@ -127,7 +135,12 @@ async fn a_100k_prefix_set_goes_in_one_request_and_more_is_refused() {
     )
     .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("at most 100000"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100000")
+    );
 }
 
 #[tokio::test]

@@ -36,11 +36,22 @@ where
     netns::add(&name).expect("add namespace");
     let ns = Ns(name.clone());
     for args in [
-        vec!["-n", &name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0p"],
+        vec![
+            "-n", &name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0p",
+        ],
         vec!["-n", &name, "link", "set", "veth0", "up"],
         vec!["-n", &name, "link", "set", "veth0p", "up"],
         vec!["-n", &name, "addr", "add", "198.18.50.1/24", "dev", "veth0"],
-        vec!["-n", &name, "addr", "add", "2001:db8:50::1/64", "dev", "veth0", "nodad"],
+        vec![
+            "-n",
+            &name,
+            "addr",
+            "add",
+            "2001:db8:50::1/64",
+            "dev",
+            "veth0",
+            "nodad",
+        ],
     ] {
         netns::ip(&args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
     }
@@ -68,8 +79,10 @@ fn add_list_delete_and_reinstall() {
             &st,
             "POST",
             "/api/v1/routes/static",
-            Some(json!({"prefix": "198.18.60.0/24", "gateway": "198.18.50.2", "dev": "veth0",
-                        "comment": "lab"})),
+            Some(
+                json!({"prefix": "198.18.60.0/24", "gateway": "198.18.50.2", "dev": "veth0",
+                        "comment": "lab"}),
+            ),
         )
         .await;
         assert_eq!(status, 201, "{r}");
@@ -83,9 +96,20 @@ fn add_list_delete_and_reinstall() {
         )
         .await;
         assert_eq!(status, 201, "{r}");
-        let out = netns::ip(["-n", &ns, "-6", "route", "show", "exact", "2001:db8:66::/48"])
-            .expect("ip -6 route");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("blackhole"), "{out:?}");
+        let out = netns::ip([
+            "-n",
+            &ns,
+            "-6",
+            "route",
+            "show",
+            "exact",
+            "2001:db8:66::/48",
+        ])
+        .expect("ip -6 route");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("blackhole"),
+            "{out:?}"
+        );
 
         // Replace: same prefix, now a blackhole with a metric.
         let (status, _) = call(
@@ -98,7 +122,10 @@ fn add_list_delete_and_reinstall() {
         assert_eq!(status, 201);
         let k = kernel(&ns, "198.18.60.0/24");
         assert_eq!(k.lines().count(), 1, "{k}");
-        assert!(k.starts_with("blackhole 198.18.60.0/24 proto 205 metric 50"), "{k}");
+        assert!(
+            k.starts_with("blackhole 198.18.60.0/24 proto 205 metric 50"),
+            "{k}"
+        );
 
         let (status, list) = call(&st, "GET", "/api/v1/routes/static", None).await;
         assert_eq!(status, 200);
@@ -115,16 +142,34 @@ fn add_list_delete_and_reinstall() {
         netns::ip(["-n", &ns, "route", "del", "198.18.60.0/24"]).expect("ip route del");
         let (_, list) = call(&st, "GET", "/api/v1/routes/static", None).await;
         assert_eq!(list["items"][0]["installed"], false);
-        let (n, failed) = crate::static_routes::reinstall(&st.db).await.expect("reinstall");
+        let (n, failed) = crate::static_routes::reinstall(&st.db)
+            .await
+            .expect("reinstall");
         assert_eq!((n, failed.len()), (2, 0), "{failed:?}");
         assert!(kernel(&ns, "198.18.60.0/24").contains("proto 205"));
 
-        let (status, v) = call(&st, "DELETE", "/api/v1/routes/static/198.18.60.0%2F24", None).await;
+        let (status, v) = call(
+            &st,
+            "DELETE",
+            "/api/v1/routes/static/198.18.60.0%2F24",
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["deleted"]["prefix"], "198.18.60.0/24");
         assert_eq!(kernel(&ns, "198.18.60.0/24"), "");
-        let (status, v) = call(&st, "DELETE", "/api/v1/routes/static/198.18.60.0%2F24", None).await;
-        assert_eq!((status, &v["error"]["code"]), (404, &json!("not_found")), "{v}");
+        let (status, v) = call(
+            &st,
+            "DELETE",
+            "/api/v1/routes/static/198.18.60.0%2F24",
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (404, &json!("not_found")),
+            "{v}"
+        );
         let (status, _) = call(&st, "DELETE", "/api/v1/routes/static/nonsense", None).await;
         assert_eq!(status, 400);
     });
@@ -135,19 +180,34 @@ fn bad_routes_are_400_and_foreign_prefixes_409() {
     in_namespace(|ns| async move {
         let st = state().await;
         let bad: [(Value, &str); 7] = [
-            (json!({"prefix": "198.18.60.1/24", "dev": "veth0"}), "host bits"),
-            (json!({"prefix": "nonsense", "dev": "veth0"}), "not an IPv4/IPv6"),
-            (json!({"prefix": "198.18.60.0/24", "dev": "nosuch0"}), "\"nosuch0\" does not exist"),
+            (
+                json!({"prefix": "198.18.60.1/24", "dev": "veth0"}),
+                "host bits",
+            ),
+            (
+                json!({"prefix": "nonsense", "dev": "veth0"}),
+                "not an IPv4/IPv6",
+            ),
+            (
+                json!({"prefix": "198.18.60.0/24", "dev": "nosuch0"}),
+                "\"nosuch0\" does not exist",
+            ),
             (
                 json!({"prefix": "198.18.60.0/24", "gateway": "2001:db8:50::2"}),
                 "is IPv6 but the prefix 198.18.60.0/24 is IPv4",
             ),
-            (json!({"prefix": "198.18.60.0/24"}), "needs a gateway, a dev"),
+            (
+                json!({"prefix": "198.18.60.0/24"}),
+                "needs a gateway, a dev",
+            ),
             (
                 json!({"prefix": "198.18.60.0/24", "type": "blackhole", "dev": "veth0"}),
                 "has no gateway or dev",
             ),
-            (json!({"prefix": "198.18.60.0/24", "gateway": "x.y"}), "not an IPv4/IPv6 address"),
+            (
+                json!({"prefix": "198.18.60.0/24", "gateway": "x.y"}),
+                "not an IPv4/IPv6 address",
+            ),
         ];
         for (body, why) in bad {
             let (status, v) = call(&st, "POST", "/api/v1/routes/static", Some(body.clone())).await;
@@ -177,7 +237,11 @@ fn bad_routes_are_400_and_foreign_prefixes_409() {
             Some(json!({"prefix": "198.18.61.0/24", "gateway": "203.0.113.9"})),
         )
         .await;
-        assert_eq!((status, &v["error"]["code"]), (422, &json!("unprocessable")), "{v}");
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (422, &json!("unprocessable")),
+            "{v}"
+        );
         // Someone else's route (and the connected one) are not ours to replace.
         netns::ip(["-n", &ns, "route", "add", "198.18.70.0/24", "dev", "veth0"]).expect("ip");
         for prefix in ["198.18.70.0/24", "198.18.50.0/24"] {
@@ -188,8 +252,17 @@ fn bad_routes_are_400_and_foreign_prefixes_409() {
                 Some(json!({"prefix": prefix, "type": "blackhole"})),
             )
             .await;
-            assert_eq!((status, &v["error"]["code"]), (409, &json!("conflict")), "{v}");
-            assert!(v["error"]["message"].as_str().unwrap().contains("did not create"));
+            assert_eq!(
+                (status, &v["error"]["code"]),
+                (409, &json!("conflict")),
+                "{v}"
+            );
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("did not create")
+            );
         }
         assert!(kernel(&ns, "198.18.70.0/24").contains("dev veth0"));
         let (_, list) = call(&st, "GET", "/api/v1/routes/static", None).await;
