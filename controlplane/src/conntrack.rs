@@ -112,15 +112,17 @@ pub fn now_ns() -> u64 {
 }
 
 /// A tracked connection, in its original direction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Connection {
     /// 4 or 6.
     pub family: u8,
     /// "tcp", "udp", "icmp", "icmpv6", or the protocol number.
     pub proto: String,
+    #[schema(value_type = String)]
     pub src: IpAddr,
     /// Source port; for ICMP echo, the identifier.
     pub sport: u16,
+    #[schema(value_type = String)]
     pub dst: IpAddr,
     pub dport: u16,
     /// As `conntrack -L` prints it (ESTABLISHED, UNREPLIED, ECHO...).
@@ -289,7 +291,8 @@ impl Filter {
 }
 
 /// One page of [`list`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ConntrackPage)]
 pub struct Page {
     pub items: Vec<Connection>,
     /// Give this as `cursor` for the next page; absent on the last.

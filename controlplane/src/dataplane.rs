@@ -107,7 +107,7 @@ pub enum DataplaneError {
 
 /// How the program is attached: in the driver (native) or in the generic
 /// skb path. Native is what a router wants; skb works on any device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     #[default]
@@ -152,7 +152,7 @@ impl FromStr for AttachMode {
 }
 
 /// One managed interface.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub name: String,
     pub ifindex: u32,
@@ -169,7 +169,7 @@ struct Attached {
 }
 
 /// Frames and bytes.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Count {
     pub packets: u64,
     pub bytes: u64,
@@ -183,7 +183,7 @@ impl Count {
 }
 
 /// Counters of one interface slot, summed over CPUs, keyed by stable names.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SlotCounters {
     pub actions: BTreeMap<&'static str, Count>,
     pub reasons: BTreeMap<&'static str, Count>,
@@ -215,7 +215,7 @@ impl SlotCounters {
 }
 
 /// Counters of every managed interface, slot 0 and the total.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub interfaces: Vec<InterfaceStats>,
     /// Frames from interfaces the control plane did not register (slot 0).
@@ -227,7 +227,7 @@ pub struct Stats {
 
 /// Which IPv4 route lookup the program uses; for DIR-24-8, how full the
 /// `TBL8` group pool is (`null` with the trie alone).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RouteLookupStats {
     pub ipv4: RouteLookup,
     /// IPv6 always uses the LPM trie.
@@ -235,7 +235,7 @@ pub struct RouteLookupStats {
     pub dir24: Option<Dir24Usage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InterfaceStats {
     #[serde(flatten)]
     pub attachment: Attachment,

@@ -47,7 +47,7 @@ pub const TBL24_ENTRIES: usize = 1 << 24;
 pub const TBL8_GRACE: Duration = Duration::from_millis(10);
 
 /// The IPv4 route lookup of the XDP program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteLookup {
     /// DIR-24-8, the trie kept beside it as reference and fallback.
@@ -158,7 +158,7 @@ pub enum Answer {
 }
 
 /// How full the tables are, for the stats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Dir24Usage {
     /// IPv4 prefixes held.
     pub prefixes: usize,

@@ -36,7 +36,7 @@ pub const RTPROT_XDPGATE: u8 = 205;
 const IP6_RT_PRIO_USER: u32 = 1024;
 
 /// What a static route does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StaticKind {
     /// Forward via `gateway` and/or out of `dev`.
@@ -83,13 +83,18 @@ impl StaticKind {
 
 /// A static route as the API takes it: text fields, validated by
 /// [`StaticRouteSpec::validate`] so every mistake gets its own message.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticRouteSpec {
+    /// A prefix without host bits, or a bare address.
+    #[schema(example = "198.18.5.0/24")]
     pub prefix: String,
     #[serde(default, rename = "type")]
     pub kind: StaticKind,
+    /// An address of the prefix's family.
+    #[schema(example = "198.18.2.2")]
     pub gateway: Option<String>,
+    /// An interface of the daemon's namespace.
     pub dev: Option<String>,
     pub metric: Option<u32>,
     #[serde(default)]
@@ -97,12 +102,14 @@ pub struct StaticRouteSpec {
 }
 
 /// A validated static route.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StaticRoute {
+    #[schema(value_type = String, example = "198.18.5.0/24")]
     pub prefix: IpNet,
     #[serde(rename = "type")]
     pub kind: StaticKind,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "198.18.2.2")]
     pub gateway: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
@@ -502,7 +509,7 @@ pub async fn remove(db: &SqlitePool, prefix: IpNet) -> Result<StaticRoute, Stati
 }
 
 /// A stored route and whether the kernel has it now.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StaticRouteState {
     #[serde(flatten)]
     pub route: StaticRoute,

@@ -49,7 +49,7 @@ impl Drop for Pending {
 }
 
 /// A commit waiting for confirmation, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PendingView {
     pub commit: i64,
     /// What a rollback restores; None: the empty ruleset.

@@ -112,7 +112,7 @@ pub struct Active {
 }
 
 /// What a commit did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CommitSummary {
     pub commit: i64,
     pub generation: u32,

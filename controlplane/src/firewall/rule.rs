@@ -14,9 +14,15 @@ use dataplane_common::{
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type},
+};
 
 /// Where a rule applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Chain {
     /// Packets routed through the box.
@@ -61,7 +67,7 @@ impl FromStr for Chain {
 }
 
 /// What a matching rule (or a chain policy) does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Accept,
@@ -476,7 +482,9 @@ impl TcpFlags {
 }
 
 /// Connection states (nf_conntrack's ctstate).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CtState {
     New,
@@ -512,7 +520,7 @@ impl CtState {
 }
 
 /// One rule. `id` is the database's (0 before it is stored).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default)]
@@ -553,17 +561,21 @@ fn enabled_default() -> bool {
 }
 
 /// A named list of prefixes, referenced by rules as `@name`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressSet {
+    /// 1-64 letters, digits, `-`, `_` or `.`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    /// Prefixes without host bits (`198.18.0.0/15`, `2001:db8::/32`).
+    #[schema(value_type = Vec<String>)]
     pub prefixes: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
 }
 
 /// Default verdict of each chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
     pub forward: Verdict,
@@ -591,7 +603,7 @@ impl Policies {
 }
 
 /// A whole ruleset: what one commit applies.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ruleset {
     #[serde(default)]
@@ -605,7 +617,7 @@ pub struct Ruleset {
 
 /// One reason a ruleset is refused. `rule` is the index in
 /// [`Ruleset::rules`] (None for set or chain problems).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Problem {
     pub rule: Option<usize>,
     pub message: String,
@@ -733,6 +745,110 @@ impl Ruleset {
         self.sets.iter().find(|s| s.name == name)
     }
 }
+
+// ---- OpenAPI schemas ------------------------------------------------------
+//
+// The fields below are written as strings (and some also as numbers) by
+// their own serde code; their schemas say which forms each takes. Replies
+// always carry the string form.
+
+/// A string schema matching `pattern`.
+fn string_schema(pattern: &str, description: &str, example: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .examples([example])
+}
+
+impl PartialSchema for AddrMatch {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "^(@[A-Za-z0-9._-]{1,64}|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)$",
+            "A prefix without host bits, a bare address, or `@name` of an address set",
+            "198.18.0.0/15",
+        )
+        .into()
+    }
+}
+impl ToSchema for AddrMatch {}
+
+impl PartialSchema for Proto {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "An IP protocol: a name, or a number (replies write numbers without a name as \
+                 strings)",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(PROTO_NAMES.iter().map(|(name, _)| *name))),
+            )
+            .item(string_schema(
+                "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$",
+                "A protocol number",
+                "132",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(255)),
+            )
+            .into()
+    }
+}
+impl ToSchema for Proto {}
+
+impl PartialSchema for PortRange {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "A port (a number, or a string) or an inclusive range `lo-hi` (replies write \
+                 strings)",
+            ))
+            .item(string_schema(
+                "^[0-9]{1,5}(-[0-9]{1,5})?$",
+                "A port or a range",
+                "1024-65535",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(65535)),
+            )
+            .into()
+    }
+}
+impl ToSchema for PortRange {}
+
+impl PartialSchema for IcmpMatch {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "^([0-9]{1,3}|[a-z-]+)(/[0-9]{1,3})?$",
+            "An ICMP / ICMPv6 type, by number or name (`echo-request`, `echo-reply`, \
+             `destination-unreachable`, `time-exceeded`, `packet-too-big`), and optionally \
+             `/code`",
+            "echo-request",
+        )
+        .into()
+    }
+}
+impl ToSchema for IcmpMatch {}
+
+impl PartialSchema for TcpFlags {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "^!?(fin|syn|rst|psh|ack|urg|ece|cwr)(,!?(fin|syn|rst|psh|ack|urg|ece|cwr))*$",
+            "TCP flags that must be set, or clear with `!`, comma-separated",
+            "syn,!ack",
+        )
+        .into()
+    }
+}
+impl ToSchema for TcpFlags {}
 
 #[cfg(test)]
 mod tests {

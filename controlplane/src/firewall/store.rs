@@ -41,7 +41,7 @@ pub enum StoreError {
 }
 
 /// A commit without its snapshot: what history lists show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CommitInfo {
     pub id: i64,
     /// UTC, RFC 3339 with milliseconds.
@@ -929,7 +929,7 @@ pub async fn clear_pending_confirm(pool: &SqlitePool) -> Result<bool, StoreError
 // ---- piecemeal candidate edits ---------------------------------------------
 
 /// A set of the candidate without its prefixes: what set lists show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SetSummary {
     pub name: String,
     /// How many prefixes.

@@ -8,7 +8,9 @@ use axum::{
     http::{StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,25 +83,75 @@ impl Error {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            Error::NotFound(_) => "not_found",
-            Error::BadRequest(_) | Error::Invalid { .. } => "bad_request",
-            Error::Conflict(_) => "conflict",
-            Error::Unprocessable(_) => "unprocessable",
-            Error::Unavailable { .. } => "unavailable",
-            Error::Unauthorized(_) => "unauthorized",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::Firewall(e) if e.is_bad_request() => "bad_request",
-            Error::Firewall(e) if e.is_conflict() => "conflict",
-            Error::Firewall(e) if e.is_not_found() => "not_found",
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::BadRequest(_) | Error::Invalid { .. } => ErrorCode::BadRequest,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Unprocessable(_) => ErrorCode::Unprocessable,
+            Error::Unavailable { .. } => ErrorCode::Unavailable,
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::Firewall(e) if e.is_bad_request() => ErrorCode::BadRequest,
+            Error::Firewall(e) if e.is_conflict() => ErrorCode::Conflict,
+            Error::Firewall(e) if e.is_not_found() => ErrorCode::NotFound,
             Error::Dataplane(_)
             | Error::Db(_)
             | Error::Firewall(_)
             | Error::FirewallStore(_)
-            | Error::StaticRoute(_) => "internal",
+            | Error::StaticRoute(_) => ErrorCode::Internal,
         }
     }
+}
+
+/// Every error's body: `{"error": {"code", "message", "details"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorInfo {
+    pub code: ErrorCode,
+    /// For people; internal errors say only where the log has more.
+    pub message: String,
+    /// Every reason, where there is a list: strings, or objects with a
+    /// `message` (a refused ruleset's problems add the `rule` index, a
+    /// refused set's prefixes the `index` and `prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<ErrorDetail>>)]
+    pub details: Option<Vec<serde_json::Value>>,
+}
+
+/// One of `details`: a reason, or a problem with where it is.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "only its schema is used (`ErrorInfo::details`)")]
+enum ErrorDetail {
+    Reason(String),
+    Problem {
+        message: String,
+        /// A ruleset's problem: the rule's index (from 0), `null` for a set
+        /// or a chain.
+        rule: Option<usize>,
+        /// A set's bad prefix: its index in the request, and the text.
+        index: Option<usize>,
+        prefix: Option<String>,
+    },
+}
+
+/// What kind of error, for programs (one per HTTP status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    Unprocessable,
+    Internal,
+    Unavailable,
 }
 
 impl IntoResponse for Error {
@@ -119,10 +171,13 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let mut body = json!({ "error": { "code": self.code(), "message": message } });
-        if let Some(details) = details {
-            body["error"]["details"] = details.into();
-        }
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code(),
+                message,
+                details,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -178,6 +233,28 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| Error::BadRequest(e.body_text()))
+    }
+}
+
+/// `Path` whose rejection (a segment that is not UTF-8 once decoded) is an
+/// [`Error`], like [`ApiQuery`]: axum's own is a `text/plain` 400.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
             .map_err(|e| Error::BadRequest(e.body_text()))
     }
 }

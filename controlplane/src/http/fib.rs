@@ -5,8 +5,12 @@ use std::{collections::HashMap, net::IpAddr};
 
 use axum::{Json, Router, extract::State, routing::get};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, Error, error::ApiQuery};
+use super::{
+    AppState, Error,
+    error::{ApiQuery, ErrorBody},
+};
 use crate::fib::{self, IpNet, RouteTarget};
 
 pub fn router() -> Router<AppState> {
@@ -18,18 +22,26 @@ pub fn router() -> Router<AppState> {
 
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// `GET /routes`'s query; the other lists take the same struct and refuse
+/// `prefix`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Entries per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Routes: only prefixes inside this one.
+    #[param(min_length = 1, example = "198.18.0.0/15")]
     pub prefix: Option<String>,
     /// Only entries on this interface.
     pub dev: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Entries matching the filters, over all pages (absent where counting
@@ -53,7 +65,7 @@ fn page<T>(all: Vec<T>, q: &ListQuery) -> Result<Page<T>, Error> {
             .map_err(|_| Error::BadRequest(format!("cursor {c:?} is not one this API gave")))?,
     };
     let total = all.len();
-    let end = (start + limit).min(total);
+    let end = start.saturating_add(limit).min(total);
     let next_cursor = (end < total).then(|| end.to_string());
     let items = all.into_iter().skip(start).take(limit).collect();
     Ok(Page {
@@ -63,15 +75,20 @@ fn page<T>(all: Vec<T>, q: &ListQuery) -> Result<Page<T>, Error> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NextHopView {
+    /// `null`: a connected route.
+    #[schema(value_type = Option<String>, example = "198.18.1.1")]
     pub gateway: Option<IpAddr>,
     pub dev: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RouteView {
+    #[schema(value_type = String, example = "198.18.0.0/15")]
     pub prefix: IpNet,
+    /// `unicast`, `multipath`, `local`, `blackhole`, `unreachable`,
+    /// `prohibit` or `kernel` (punted to the kernel).
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub nexthops: Vec<NextHopView>,
@@ -110,6 +127,17 @@ fn route_view(prefix: IpNet, t: &RouteTarget, names: &HashMap<u32, String>) -> R
 /// Routes are paged by prefix: `next_cursor` is the last prefix returned,
 /// and a page is a range scan of the sorted table (a full table holds a
 /// million routes; a page must not walk them all under the lock).
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes",
+    operation_id = "routes",
+    tag = "forwarding",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of routes, by prefix", body = Page<RouteView>),
+        (status = 400, description = "A bad limit, cursor, prefix or query field", body = ErrorBody),
+    ),
+)]
 async fn routes(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -164,13 +192,29 @@ async fn routes(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NeighbourView {
+    #[schema(value_type = String, example = "198.18.1.2")]
     pub address: IpAddr,
     pub mac: String,
     pub dev: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/neighbours",
+    operation_id = "neighbours",
+    tag = "forwarding",
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Entries per page (default 100)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]+$", description = "The previous page's `next_cursor`"),
+        ("dev" = Option<String>, Query, description = "Only entries on this interface"),
+    ),
+    responses(
+        (status = 200, description = "A page of neighbours, by interface and address", body = Page<NeighbourView>),
+        (status = 400, description = "A bad limit, cursor or query field", body = ErrorBody),
+    ),
+)]
 async fn neighbours(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -198,7 +242,7 @@ async fn neighbours(
     Ok(Json(page(all, &q)?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LinkView {
     pub name: String,
     pub ifindex: u32,
@@ -210,6 +254,21 @@ pub struct LinkView {
     pub counter_slot: u32,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/links",
+    operation_id = "links",
+    tag = "forwarding",
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Entries per page (default 100)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]+$", description = "The previous page's `next_cursor`"),
+        ("dev" = Option<String>, Query, description = "Only this interface"),
+    ),
+    responses(
+        (status = 200, description = "A page of the interfaces XDP forwards to", body = Page<LinkView>),
+        (status = 400, description = "A bad limit, cursor or query field", body = ErrorBody),
+    ),
+)]
 async fn links(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,

@@ -5,14 +5,15 @@
 //! never slip between another request's candidate write and its commit.
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState, Error,
-    error::{ApiJson, ApiQuery},
+    error::{ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 use crate::{
     dataplane::Count,
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
 const DEFAULT_AUTHOR: &str = "api";
 pub const MAX_COMMITS_LIMIT: u32 = 1000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RuleView {
     /// In its chain, from 1.
     pub position: usize,
@@ -47,7 +48,7 @@ pub struct RuleView {
     pub bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SetView {
     pub name: String,
     /// How many; the prefixes themselves are in the commit's snapshot.
@@ -55,13 +56,13 @@ pub struct SetView {
     pub comment: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyCounters {
     pub forward: Count,
     pub input: Count,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActiveView {
     /// None before the first commit (every chain accepts).
     pub commit: Option<i64>,
@@ -71,6 +72,14 @@ pub struct ActiveView {
     pub sets: Vec<SetView>,
 }
 
+/// The active ruleset with each rule's counters since the daemon started.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/active",
+    operation_id = "firewallActive",
+    tag = "firewall",
+    responses((status = 200, description = "The active ruleset", body = ActiveView)),
+)]
 async fn active(State(state): State<AppState>) -> Result<Json<ActiveView>, Error> {
     let fw = state.firewall.lock().await;
     let counters = fw.counters()?;
@@ -123,12 +132,31 @@ async fn active(State(state): State<AppState>) -> Result<Json<ActiveView>, Error
     }))
 }
 
+/// The candidate: what the next commit applies.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/candidate",
+    operation_id = "firewallCandidate",
+    tag = "firewall",
+    responses((status = 200, description = "The candidate ruleset", body = Ruleset)),
+)]
 async fn candidate(State(state): State<AppState>) -> Result<Json<Ruleset>, Error> {
     Ok(Json(store::candidate(&state.db).await?))
 }
 
 /// Replace the candidate; a ruleset with problems is refused whole, every
 /// problem listed in `error.details`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/firewall/candidate",
+    operation_id = "firewallPutCandidate",
+    tag = "firewall",
+    request_body = Ruleset,
+    responses(
+        (status = 200, description = "The candidate as stored (rules with their ids)", body = Ruleset),
+        (status = 400, description = "Not a ruleset, or one with problems (each in `details`)", body = ErrorBody),
+    ),
+)]
 async fn put_candidate(
     State(state): State<AppState>,
     ApiJson(rs): ApiJson<Ruleset>,
@@ -147,7 +175,7 @@ fn refuse_problems(rs: &Ruleset) -> Result<(), Error> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
     #[serde(default)]
@@ -156,7 +184,7 @@ pub struct CommitBody {
 }
 
 /// What a commit did, and what changed against the commit before.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommitView {
     #[serde(flatten)]
     pub summary: CommitSummary,
@@ -166,15 +194,30 @@ pub struct CommitView {
     pub confirm: Option<PendingView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CommitQuery {
     /// Roll back unless `POST /firewall/confirm` arrives within this many
     /// seconds (Junos `commit confirmed`).
+    #[param(minimum = 1, maximum = 86400)]
     pub confirm_within: Option<u32>,
 }
 
 /// Commit the candidate.
+#[utoipa::path(
+    post,
+    path = "/api/v1/firewall/commit",
+    operation_id = "firewallCommit",
+    tag = "firewall",
+    params(CommitQuery),
+    request_body = CommitBody,
+    responses(
+        (status = 200, description = "Committed", body = CommitView),
+        (status = 400, description = "A bad query or body, or a candidate the firewall refuses (problems in `details`)", body = ErrorBody),
+        (status = 409, description = "A commit is waiting for confirmation", body = ErrorBody),
+    ),
+)]
 async fn commit(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<CommitQuery>,
@@ -201,13 +244,16 @@ async fn commit(
     Ok(Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ApplyQuery {
     #[serde(default)]
     pub comment: String,
+    /// Who the commit is recorded as (default `api`).
     pub author: Option<String>,
     /// As for `/firewall/commit`.
+    #[param(minimum = 1, maximum = 86400)]
     pub confirm_within: Option<u32>,
 }
 
@@ -216,6 +262,19 @@ pub struct ApplyQuery {
 /// refuses (an interface that does not exist) stays in the candidate, as
 /// a failed commit of an edited candidate would, while the active ruleset
 /// is unchanged.
+#[utoipa::path(
+    post,
+    path = "/api/v1/firewall/apply",
+    operation_id = "firewallApply",
+    tag = "firewall",
+    params(ApplyQuery),
+    request_body = Ruleset,
+    responses(
+        (status = 200, description = "Committed", body = CommitView),
+        (status = 400, description = "A bad query or body, or a ruleset with problems (each in `details`)", body = ErrorBody),
+        (status = 409, description = "A commit is waiting for confirmation", body = ErrorBody),
+    ),
+)]
 async fn apply(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ApplyQuery>,
@@ -258,15 +317,18 @@ pub(super) async fn with_diff(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CommitsQuery {
+    /// Commits per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only commits older than this id: the previous page's `next_before`.
     pub before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommitsPage {
     pub items: Vec<CommitInfo>,
     /// Pass as `before` for the next page; None on the last.
@@ -274,6 +336,17 @@ pub struct CommitsPage {
 }
 
 /// History, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/commits",
+    operation_id = "firewallCommits",
+    tag = "firewall",
+    params(CommitsQuery),
+    responses(
+        (status = 200, description = "A page of commits, newest first", body = CommitsPage),
+        (status = 400, description = "A bad limit, before or query field", body = ErrorBody),
+    ),
+)]
 async fn commits(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<CommitsQuery>,
@@ -292,7 +365,7 @@ async fn commits(
     Ok(Json(CommitsPage { items, next_before }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommitDetail {
     #[serde(flatten)]
     pub info: CommitInfo,
@@ -300,9 +373,20 @@ pub struct CommitDetail {
 }
 
 /// One commit with its full ruleset (`xdpgate acl export`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/commits/{id}",
+    operation_id = "firewallGetCommit",
+    tag = "firewall",
+    params(("id" = i64, Path, description = "The commit's id")),
+    responses(
+        (status = 200, description = "The commit and its ruleset", body = CommitDetail),
+        (status = 404, description = "No such commit", body = ErrorBody),
+    ),
+)]
 async fn one_commit(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CommitDetail>, Error> {
     let not_found = || Error::NotFound(format!("/api/v1/firewall/commits/{id}"));
     let n: i64 = id.parse().map_err(|_| not_found())?;

@@ -7,14 +7,15 @@
 //! - `GET /firewall/diff`: what committing the candidate would change.
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState, Error,
-    error::ApiQuery,
+    error::{ApiPath, ApiQuery, ErrorBody},
     firewall::{CommitView, with_diff},
 };
 use crate::firewall::{PendingView, store};
@@ -26,13 +27,37 @@ pub fn router() -> Router<AppState> {
         .route("/firewall/diff", get(diff))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PendingState {
     pub pending: bool,
+    /// `serde(flatten)` of an `Option` has no `allOf` form (absent means
+    /// every field absent): the schema lists the fields as optional.
     #[serde(flatten)]
+    #[schema(value_type = PendingFields)]
     pub commit: Option<PendingView>,
 }
 
+/// The fields of a [`PendingView`], each absent when nothing waits.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used (`PendingState`)")]
+struct PendingFields {
+    commit: Option<i64>,
+    /// What a rollback restores; `null`: the empty ruleset.
+    previous_commit: Option<i64>,
+    confirm_within: Option<u32>,
+    /// UTC, RFC 3339.
+    deadline: Option<String>,
+    seconds_left: Option<f64>,
+}
+
+/// The commit waiting for confirmation, if any.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/confirm",
+    operation_id = "firewallPending",
+    tag = "firewall",
+    responses((status = 200, description = "Whether a commit waits, and which", body = PendingState)),
+)]
 async fn pending(State(state): State<AppState>) -> Json<PendingState> {
     let commit = state.firewall.lock().await.pending();
     Json(PendingState {
@@ -41,13 +66,24 @@ async fn pending(State(state): State<AppState>) -> Json<PendingState> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Confirmed {
     /// The commit that now stays.
     pub confirmed: i64,
     pub seconds_left: f64,
 }
 
+/// Keep the commit made with `confirm_within`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/firewall/confirm",
+    operation_id = "firewallConfirm",
+    tag = "firewall",
+    responses(
+        (status = 200, description = "Confirmed", body = Confirmed),
+        (status = 409, description = "No commit is waiting for confirmation", body = ErrorBody),
+    ),
+)]
 async fn confirm(State(state): State<AppState>) -> Result<Json<Confirmed>, Error> {
     let view = state.firewall.lock().await.confirm().await?;
     Ok(Json(Confirmed {
@@ -56,15 +92,32 @@ async fn confirm(State(state): State<AppState>) -> Result<Json<Confirmed>, Error
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RollbackQuery {
+    /// Who the commit is recorded as (default `api`).
     pub author: Option<String>,
 }
 
+/// Apply commit `id`'s ruleset as a new commit; the candidate becomes it
+/// too.
+#[utoipa::path(
+    post,
+    path = "/api/v1/firewall/rollback/{id}",
+    operation_id = "firewallRollback",
+    tag = "firewall",
+    params(("id" = i64, Path, description = "The commit to go back to"), RollbackQuery),
+    responses(
+        (status = 200, description = "Committed", body = CommitView),
+        (status = 400, description = "A bad query, or a ruleset the firewall now refuses (problems in `details`)", body = ErrorBody),
+        (status = 404, description = "No such commit", body = ErrorBody),
+        (status = 409, description = "A commit is waiting for confirmation", body = ErrorBody),
+    ),
+)]
 async fn rollback(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<RollbackQuery>,
 ) -> Result<Json<CommitView>, Error> {
     let n: i64 = id
@@ -75,7 +128,7 @@ async fn rollback(
     Ok(Json(with_diff(&state, summary).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DiffView {
     /// The commit the candidate is compared with; None before the first.
     pub active: Option<i64>,
@@ -83,6 +136,14 @@ pub struct DiffView {
     pub lines: Vec<String>,
 }
 
+/// What committing the candidate would change.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/diff",
+    operation_id = "firewallDiff",
+    tag = "firewall",
+    responses((status = 200, description = "The changes", body = DiffView)),
+)]
 async fn diff(State(state): State<AppState>) -> Result<Json<DiffView>, Error> {
     let candidate = store::candidate(&state.db).await?;
     let (active, ruleset) = match store::active(&state.db).await? {

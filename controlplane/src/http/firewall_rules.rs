@@ -15,17 +15,18 @@ use std::collections::BTreeSet;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::get,
 };
 use dataplane_common::FW_MAX_RULES;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState, Error,
-    error::{ApiJson, ApiQuery},
+    error::{ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 use crate::firewall::{
     rule::{Chain, Rule},
@@ -39,7 +40,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A candidate rule with its place.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RuleItem {
     /// In its chain, from 1.
     pub position: usize,
@@ -47,17 +48,32 @@ pub struct RuleItem {
     pub rule: Rule,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this chain's rules.
+    #[param(value_type = Option<Chain>)]
     pub chain: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RulesList {
     pub items: Vec<RuleItem>,
 }
 
+/// Every candidate rule with its position in its chain.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/rules",
+    operation_id = "listRules",
+    tag = "firewall-rules",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The rules, in match order per chain", body = RulesList),
+        (status = 400, description = "An unknown chain or query field", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -96,9 +112,20 @@ fn parse_id(id: &str) -> Result<u32, Error> {
     id.parse().map_err(|_| not_found(id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/rules/{id}",
+    operation_id = "getRule",
+    tag = "firewall-rules",
+    params(("id" = u32, Path, description = "The rule's id")),
+    responses(
+        (status = 200, description = "The rule", body = RuleItem),
+        (status = 404, description = "No such rule in the candidate", body = ErrorBody),
+    ),
+)]
 async fn one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RuleItem>, Error> {
     let n = parse_id(&id)?;
     let (_, rules) = store::candidate_rules(&state.db).await?;
@@ -107,6 +134,20 @@ async fn one(
         .find(|i| i.rule.id == n)
         .map(Json)
         .ok_or_else(|| not_found(&id))
+}
+
+/// A rule body's schema: the rule model's fields and an optional
+/// `position` ([`rule_body`] reads it from JSON).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct RuleBody {
+    /// Insert before the rule at this position of the chain (from 1; one
+    /// past the end appends). POST without it appends; PUT without it keeps
+    /// the rule's place.
+    #[schema(minimum = 1)]
+    position: Option<usize>,
+    #[serde(flatten)]
+    rule: Rule,
 }
 
 /// A rule body: the rule model's fields and an optional `position`.
@@ -205,6 +246,18 @@ async fn save(
         .ok_or_else(|| Error::NotFound("the rule just stored".into()))
 }
 
+/// Add a rule to the candidate (`id` 0 or absent: the store assigns one).
+#[utoipa::path(
+    post,
+    path = "/api/v1/firewall/rules",
+    operation_id = "createRule",
+    tag = "firewall-rules",
+    request_body = RuleBody,
+    responses(
+        (status = 201, description = "Stored", body = RuleItem),
+        (status = 400, description = "Not a valid rule, a position past the end, or problems (each in `details`)", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -225,9 +278,23 @@ async fn create(
     Ok((StatusCode::CREATED, Json(item)))
 }
 
+/// Replace a rule (same id), moving it when the body has a `position`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/firewall/rules/{id}",
+    operation_id = "replaceRule",
+    tag = "firewall-rules",
+    params(("id" = u32, Path, description = "The rule's id")),
+    request_body = RuleBody,
+    responses(
+        (status = 200, description = "Stored", body = RuleItem),
+        (status = 400, description = "Not a valid rule, another id, a position past the end, or problems (each in `details`)", body = ErrorBody),
+        (status = 404, description = "No such rule in the candidate", body = ErrorBody),
+    ),
+)]
 async fn replace(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<RuleItem>, Error> {
     let n = parse_id(&id)?;
@@ -257,10 +324,27 @@ async fn replace(
     Ok(Json(save(&state, chains, chain, index).await?))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleDeleted {
+    /// The id of the rule deleted.
+    pub deleted: u32,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/firewall/rules/{id}",
+    operation_id = "deleteRule",
+    tag = "firewall-rules",
+    params(("id" = u32, Path, description = "The rule's id")),
+    responses(
+        (status = 200, description = "Deleted", body = RuleDeleted),
+        (status = 404, description = "No such rule in the candidate", body = ErrorBody),
+    ),
+)]
 async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RuleDeleted>, Error> {
     let n = parse_id(&id)?;
     let _writer = state.firewall.lock().await;
     let (_, rules) = store::candidate_rules(&state.db).await?;
@@ -269,7 +353,7 @@ async fn delete(
     }
     let kept: Vec<Rule> = rules.into_iter().filter(|r| r.id != n).collect();
     store::replace_candidate_rules(&state.db, &kept).await?;
-    Ok(Json(json!({ "deleted": n })))
+    Ok(Json(RuleDeleted { deleted: n }))
 }
 
 #[cfg(test)]

@@ -14,16 +14,17 @@ use std::collections::HashSet;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::get,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState, Error,
-    error::{ApiJson, ApiQuery},
+    error::{ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 use crate::firewall::{
     rule::{AddressSet, parse_prefix, validate_set_name},
@@ -42,19 +43,36 @@ pub fn router() -> Router<AppState> {
         .route("/firewall/sets/{name}", get(one).put(put).delete(delete))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Sets per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]+$")]
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SetsPage {
     pub items: Vec<SetSummary>,
     pub next_cursor: Option<String>,
 }
 
+/// The candidate's sets: name, prefix count and comment.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/sets",
+    operation_id = "listSets",
+    tag = "firewall-sets",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sets, in ruleset order", body = SetsPage),
+        (status = 400, description = "A bad limit, cursor or query field", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -86,9 +104,21 @@ fn not_found(name: &str) -> Error {
     Error::NotFound(format!("/api/v1/firewall/sets/{name}"))
 }
 
+/// A set with every prefix.
+#[utoipa::path(
+    get,
+    path = "/api/v1/firewall/sets/{name}",
+    operation_id = "getSet",
+    tag = "firewall-sets",
+    params(("name" = String, Path, description = "The set's name")),
+    responses(
+        (status = 200, description = "The set", body = AddressSet),
+        (status = 404, description = "No such set in the candidate", body = ErrorBody),
+    ),
+)]
 async fn one(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AddressSet>, Error> {
     let set = store::set(&state.db, &name)
         .await?
@@ -96,17 +126,18 @@ async fn one(
     Ok(Json(set))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBody {
     /// Prefixes (`198.18.0.0/15`) or bare addresses; strings, so a bad
     /// one is reported by itself rather than failing the whole body.
+    #[schema(max_items = 100_000)]
     pub prefixes: Vec<String>,
     #[serde(default)]
     pub comment: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PutResult {
     pub name: String,
     pub count: usize,
@@ -116,9 +147,27 @@ pub struct PutResult {
     pub duplicates_removed: usize,
 }
 
+/// Create or replace a set's prefixes in bulk.
+#[utoipa::path(
+    put,
+    path = "/api/v1/firewall/sets/{name}",
+    operation_id = "putSet",
+    tag = "firewall-sets",
+    params((
+        "name" = String, Path,
+        pattern = "^[A-Za-z0-9._-]{1,64}$",
+        description = "1-64 letters, digits, `-`, `_` or `.`",
+    )),
+    request_body = SetBody,
+    responses(
+        (status = 200, description = "Replaced", body = PutResult),
+        (status = 201, description = "Created", body = PutResult),
+        (status = 400, description = "A bad name, too many prefixes, or bad prefixes (up to 100 in `details`)", body = ErrorBody),
+    ),
+)]
 async fn put(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<SetBody>,
 ) -> Result<(StatusCode, Json<PutResult>), Error> {
     validate_set_name(&name).map_err(Error::BadRequest)?;
@@ -185,13 +234,32 @@ async fn put(
     ))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetDeleted {
+    /// The name of the set deleted.
+    pub deleted: String,
+}
+
+/// Delete a set no candidate rule uses.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/firewall/sets/{name}",
+    operation_id = "deleteSet",
+    tag = "firewall-sets",
+    params(("name" = String, Path, description = "The set's name")),
+    responses(
+        (status = 200, description = "Deleted", body = SetDeleted),
+        (status = 404, description = "No such set in the candidate", body = ErrorBody),
+        (status = 409, description = "Candidate rules use it (named in the message)", body = ErrorBody),
+    ),
+)]
 async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, Error> {
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<SetDeleted>, Error> {
     let _writer = state.firewall.lock().await;
     match store::delete_set(&state.db, &name).await? {
-        SetDelete::Deleted => Ok(Json(json!({ "deleted": name }))),
+        SetDelete::Deleted => Ok(Json(SetDeleted { deleted: name })),
         SetDelete::NotFound => Err(not_found(&name)),
         SetDelete::InUse(rules) => {
             let named: Vec<String> = rules

@@ -4,9 +4,12 @@
 //! the kernel sync (if enabled) has a complete snapshot and the database
 //! answers; otherwise 503 with every reason.
 use axum::{Json, Router, extract::State, routing::get};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{AppState, Error};
+use super::{AppState, Error, error::ErrorBody};
+use crate::netlink::sync::SyncStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -14,7 +17,24 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` (the process and the database answer).
+    pub status: &'static str,
+    pub db: &'static str,
+    pub attached_interfaces: usize,
+    pub kernel_sync: SyncStatus,
+}
+
+/// Liveness: the process and its database answer.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "Alive", body = Health)),
+)]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     crate::db::ping(&state.db).await?;
     let attached = state
         .dataplane
@@ -23,12 +43,12 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         .attachments()
         .len();
     let sync = state.sync.borrow().clone();
-    Ok(Json(json!({
-        "status": "ok",
-        "db": "ok",
-        "attached_interfaces": attached,
-        "kernel_sync": sync,
-    })))
+    Ok(Json(Health {
+        status: "ok",
+        db: "ok",
+        attached_interfaces: attached,
+        kernel_sync: sync,
+    }))
 }
 
 /// Why the daemon is not ready; empty when it is.
@@ -55,7 +75,25 @@ pub(super) async fn not_ready(state: &AppState) -> Vec<String> {
     reasons
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: &'static str,
+}
+
+/// Readiness: XDP runs on every wanted interface, the kernel sync (if on)
+/// has a complete snapshot, the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready; every reason in `details`", body = ErrorBody),
+    ),
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, Error> {
     let reasons = not_ready(&state).await;
     if !reasons.is_empty() {
         return Err(Error::Unavailable {
@@ -63,5 +101,5 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
             details: reasons.into_iter().map(Value::from).collect(),
         });
     }
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Ready { status: "ready" }))
 }

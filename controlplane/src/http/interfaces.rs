@@ -11,13 +11,17 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
+use utoipa::ToSchema;
 
-use super::{AppState, Error, error::ApiJson};
+use super::{
+    AppState, Error,
+    error::{ApiJson, ApiPath, ErrorBody},
+};
 use crate::{
     dataplane::{self, AttachMode, Count, Dataplane, DataplaneError},
     fib::FibError,
@@ -32,7 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/interfaces/{name}/detach", post(detach))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CountersSummary {
     /// Every frame XDP saw on the interface.
     pub received: Count,
@@ -40,7 +44,7 @@ pub struct CountersSummary {
     pub actions: BTreeMap<&'static str, Count>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InterfaceView {
     pub name: String,
     /// `null` when the interface is wanted but absent.
@@ -144,25 +148,46 @@ async fn with_dataplane<T: Send + 'static>(
     .expect("interface operation panicked")
 }
 
+/// Every attached, managed or wanted interface, by name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/interfaces",
+    operation_id = "listInterfaces",
+    tag = "interfaces",
+    responses((status = 200, description = "The interfaces", body = Vec<InterfaceView>)),
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<InterfaceView>>, Error> {
     let wanted = state.wanted.clone();
     let dp = state.dataplane.lock().expect("dataplane lock poisoned");
     Ok(Json(views(&dp, &wanted)?))
 }
 
+/// One interface of the daemon's namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/interfaces/{name}",
+    operation_id = "getInterface",
+    tag = "interfaces",
+    params(("name" = String, Path, description = "The interface's name")),
+    responses(
+        (status = 200, description = "The interface", body = InterfaceView),
+        (status = 404, description = "No such interface", body = ErrorBody),
+    ),
+)]
 async fn one(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<InterfaceView>, Error> {
     with_dataplane(&state, move |dp, wanted| view(dp, wanted, &name))
         .await
         .map(Json)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachBody {
     /// `native` (default) or `skb`.
+    #[schema(value_type = Option<AttachMode>)]
     pub mode: Option<String>,
 }
 
@@ -181,9 +206,25 @@ fn attach_error(name: &str, e: DataplaneError) -> Error {
     }
 }
 
+/// Attach XDP to an interface and keep it attached (it becomes wanted).
+#[utoipa::path(
+    post,
+    path = "/api/v1/interfaces/{name}/attach",
+    operation_id = "attachInterface",
+    tag = "interfaces",
+    params(("name" = String, Path, description = "The interface's name")),
+    request_body = AttachBody,
+    responses(
+        (status = 200, description = "Attached", body = InterfaceView),
+        (status = 400, description = "An unknown mode or a bad body", body = ErrorBody),
+        (status = 404, description = "No such interface", body = ErrorBody),
+        (status = 409, description = "Already attached", body = ErrorBody),
+        (status = 422, description = "The kernel refused, or no interface slot is free; the message says why", body = ErrorBody),
+    ),
+)]
 async fn attach(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<AttachBody>,
 ) -> Result<Json<InterfaceView>, Error> {
     let mode = match body.mode.as_deref() {
@@ -210,9 +251,22 @@ async fn attach(
     .map(Json)
 }
 
+/// Detach XDP from an interface; its frames go to the kernel.
+#[utoipa::path(
+    post,
+    path = "/api/v1/interfaces/{name}/detach",
+    operation_id = "detachInterface",
+    tag = "interfaces",
+    params(("name" = String, Path, description = "The interface's name")),
+    responses(
+        (status = 200, description = "Detached", body = InterfaceView),
+        (status = 404, description = "No such interface", body = ErrorBody),
+        (status = 409, description = "Not attached", body = ErrorBody),
+    ),
+)]
 async fn detach(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<InterfaceView>, Error> {
     with_dataplane(&state, move |dp, wanted| {
         if !dp.is_attached(&name) {

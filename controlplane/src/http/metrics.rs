@@ -48,6 +48,19 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// The Prometheus text exposition (format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    responses((
+        status = 200,
+        description = "Every metric",
+        body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+    )),
+)]
 async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
     let snapshot = collect(&state).await?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&snapshot)).into_response())

@@ -12,6 +12,7 @@ mod health;
 mod interfaces;
 mod limit;
 mod metrics;
+mod openapi;
 mod static_routes;
 mod stats;
 
@@ -42,13 +43,58 @@ pub struct AppState {
     pub listener_is_loopback: bool,
 }
 
+/// Every route `app` serves, as (method, path). The OpenAPI document
+/// (`http::openapi`) must describe exactly these, and the tests check that
+/// the router serves exactly these: a route added without documentation
+/// fails them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/routes"),
+    ("GET", "/api/v1/neighbours"),
+    ("GET", "/api/v1/links"),
+    ("GET", "/api/v1/firewall/active"),
+    ("GET", "/api/v1/firewall/candidate"),
+    ("PUT", "/api/v1/firewall/candidate"),
+    ("POST", "/api/v1/firewall/commit"),
+    ("POST", "/api/v1/firewall/apply"),
+    ("GET", "/api/v1/firewall/commits"),
+    ("GET", "/api/v1/firewall/commits/{id}"),
+    ("GET", "/api/v1/firewall/confirm"),
+    ("POST", "/api/v1/firewall/confirm"),
+    ("POST", "/api/v1/firewall/rollback/{id}"),
+    ("GET", "/api/v1/firewall/diff"),
+    ("GET", "/api/v1/firewall/sets"),
+    ("GET", "/api/v1/firewall/sets/{name}"),
+    ("PUT", "/api/v1/firewall/sets/{name}"),
+    ("DELETE", "/api/v1/firewall/sets/{name}"),
+    ("GET", "/api/v1/firewall/rules"),
+    ("POST", "/api/v1/firewall/rules"),
+    ("GET", "/api/v1/firewall/rules/{id}"),
+    ("PUT", "/api/v1/firewall/rules/{id}"),
+    ("DELETE", "/api/v1/firewall/rules/{id}"),
+    ("GET", "/api/v1/routes/static"),
+    ("POST", "/api/v1/routes/static"),
+    ("DELETE", "/api/v1/routes/static/{prefix}"),
+    ("GET", "/api/v1/conntrack"),
+    ("DELETE", "/api/v1/conntrack"),
+    ("GET", "/api/v1/interfaces"),
+    ("GET", "/api/v1/interfaces/{name}"),
+    ("POST", "/api/v1/interfaces/{name}/attach"),
+    ("POST", "/api/v1/interfaces/{name}/detach"),
+];
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
         .nest(
             "/api/v1",
-            stats::router()
+            openapi::router()
+                .merge(stats::router())
                 .merge(fib::router())
                 .merge(firewall::router())
                 .merge(firewall_history::router())

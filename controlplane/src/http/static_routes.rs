@@ -8,14 +8,18 @@
 //!   (`198.18.5.0%2F24`).
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{delete, get},
 };
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use super::{AppState, Error, error::ApiJson};
+use super::{
+    AppState, Error,
+    error::{ApiJson, ApiPath, ErrorBody},
+};
 use crate::static_routes::{
     self, StaticRoute, StaticRouteError, StaticRouteSpec, StaticRouteState,
 };
@@ -48,16 +52,44 @@ fn api_error(e: StaticRouteError) -> Error {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StaticList {
     pub items: Vec<StaticRouteState>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaticRouteDeleted {
+    /// The route deleted.
+    pub deleted: StaticRoute,
+}
+
+/// The stored routes, each with whether the kernel has it now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/routes/static",
+    operation_id = "listStaticRoutes",
+    tag = "static-routes",
+    responses((status = 200, description = "The stored routes", body = StaticList)),
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<StaticList>, Error> {
     let items = static_routes::list(&state.db).await.map_err(api_error)?;
     Ok(Json(StaticList { items }))
 }
 
+/// Add or replace the route for a prefix.
+#[utoipa::path(
+    post,
+    path = "/api/v1/routes/static",
+    operation_id = "addStaticRoute",
+    tag = "static-routes",
+    request_body = StaticRouteSpec,
+    responses(
+        (status = 201, description = "Installed and stored", body = StaticRoute),
+        (status = 400, description = "Not a valid route (every problem in `details`)", body = ErrorBody),
+        (status = 409, description = "The kernel has a route for the prefix that xdpgate did not make", body = ErrorBody),
+        (status = 422, description = "The kernel refused the route; the message says why", body = ErrorBody),
+    ),
+)]
 async fn add(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<StaticRouteSpec>,
@@ -69,16 +101,35 @@ async fn add(
     Ok((StatusCode::CREATED, Json(route)))
 }
 
+/// Delete the static route for a prefix, from the kernel and the store.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/routes/static/{prefix}",
+    operation_id = "deleteStaticRoute",
+    tag = "static-routes",
+    params((
+        "prefix" = String, Path,
+        description = "The prefix, URL-encoded (`198.18.5.0%2F24`)",
+        example = "198.18.5.0/24",
+    )),
+    responses(
+        (status = 200, description = "Deleted", body = StaticRouteDeleted),
+        (status = 400, description = "Not a prefix", body = ErrorBody),
+        (status = 404, description = "No static route for the prefix", body = ErrorBody),
+        (status = 409, description = "The kernel's route for the prefix is not xdpgate's", body = ErrorBody),
+        (status = 422, description = "The kernel refused; the message says why", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
-    Path(prefix): Path<String>,
-) -> Result<Json<serde_json::Value>, Error> {
+    ApiPath(prefix): ApiPath<String>,
+) -> Result<Json<StaticRouteDeleted>, Error> {
     let net = crate::firewall::rule::parse_prefix(&prefix)
         .map_err(|e| Error::BadRequest(format!("prefix: {e}")))?;
     let route = static_routes::remove(&state.db, net)
         .await
         .map_err(api_error)?;
-    Ok(Json(json!({ "deleted": route })))
+    Ok(Json(StaticRouteDeleted { deleted: route }))
 }
 
 #[cfg(test)]

@@ -9,6 +9,15 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/stats", get(stats))
 }
 
+/// Counters per interface by verdict, reason and traffic class, summed
+/// over CPUs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    operation_id = "stats",
+    tag = "forwarding",
+    responses((status = 200, description = "The counters", body = Stats)),
+)]
 async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, Error> {
     let stats = state
         .dataplane

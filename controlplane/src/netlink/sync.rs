@@ -16,7 +16,7 @@ use super::{
 use crate::{dataplane::Dataplane, managed::Wanted};
 
 /// What the sync has done, for the API, metrics and health.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncStatus {
     /// The daemon runs the sync (`--kernel-sync`); set once at start.
     pub enabled: bool,
