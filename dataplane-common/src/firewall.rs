@@ -195,7 +195,8 @@ pub struct CtEntry {
     pub ifindex_out: u32,
     /// Database id of the rule that accepted the first packet (0: policy).
     pub rule: u32,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and latest packet.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the first and
+    /// latest packet.
     pub created_ns: u64,
     pub last_seen_ns: u64,
 }

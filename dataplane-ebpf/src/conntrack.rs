@@ -7,6 +7,11 @@
 //! Writes are rare on purpose: an entry is written when it is created, when
 //! its state changes, and at most once a second to refresh its last-seen
 //! time; never per packet.
+// Map keys and values are passed by reference on purpose: by value, the
+// 40-byte key would be copied onto a stack the verifier caps at 512 bytes
+// for the whole call chain.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use dataplane_common::{
     CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_IS_LO, CT_F_SEEN_REPLY, CT_ICMP, CT_OTHER_REPLIED,

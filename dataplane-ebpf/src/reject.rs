@@ -265,9 +265,7 @@ fn fold(mut sum: u32) -> u16 {
 fn swap_macs(ctx: &XdpContext) -> Result<(), Reason> {
     let eth = ptr_at::<EthHdr>(ctx, 0)? as *mut EthHdr;
     unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
-        (*eth).src = dst;
+        core::mem::swap(&mut (*eth).dst, &mut (*eth).src);
     }
     Ok(())
 }
