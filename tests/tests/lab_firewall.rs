@@ -197,10 +197,14 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
     let stats0 = daemon.stats();
     let dst = SocketAddr::new(ip(H2_V4), 6000);
     let received = Arc::new(AtomicU64::new(0));
+    // The sender stops first and the receiver only once the last datagram
+    // has landed: a datagram to a closed port would draw an ICMP error
+    // back through the chain and blur the count.
     let stop = Arc::new(AtomicBool::new(false));
+    let stop_receiver = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let receiver = {
-        let (received, stop, ns) = (received.clone(), stop.clone(), l.h2());
+        let (received, stop, ns) = (received.clone(), stop_receiver.clone(), l.h2());
         std::thread::spawn(move || {
             netns::in_netns(&ns, || {
                 let s = UdpSocket::bind(dst).expect("bind");
@@ -240,8 +244,9 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().expect("sender");
+    std::thread::sleep(Duration::from_millis(500));
+    stop_receiver.store(true, Ordering::Relaxed);
     receiver.join().expect("receiver");
-    std::thread::sleep(Duration::from_millis(200));
 
     let sent = sent.load(Ordering::Relaxed);
     let received = received.load(Ordering::Relaxed);
