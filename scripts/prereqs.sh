@@ -13,7 +13,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$PATH"
 
 # Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
 # LLVM major), and the tools the lab and the tests drive.
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk)
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -22,6 +22,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# schemathesis, for the API's conformance to its OpenAPI document
+# (tests/tests/api_schemathesis.rs reads the version from here), in a venv
+# of its own: Debian's python refuses system-wide pip installs. Debian's
+# python3 by path, whatever else is first on PATH.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/opt/xdpgate-venv
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  [ -x "$SCHEMATHESIS_VENV/bin/pip" ] || /usr/bin/python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # Nightly with rust-src: aya-build compiles the eBPF crate with -Z build-std=core.

@@ -29,8 +29,8 @@ use std::{
 };
 
 use dataplane_common::{
-    DIR24_BLOCK, DIR24_LPM, DIR24_TBL8, ROUTE_LOOKUP_DIR24, ROUTE_LOOKUP_LPM, Route,
-    dir24_decode, dir24_encode,
+    DIR24_BLOCK, DIR24_LPM, DIR24_TBL8, ROUTE_LOOKUP_DIR24, ROUTE_LOOKUP_LPM, Route, dir24_decode,
+    dir24_encode,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -358,7 +358,10 @@ impl<S: Dir24Store> Dir24<S> {
         let (i, j0) = split(net);
         let e = self.store.tbl24(i);
         if e == DIR24_LPM {
-            let n = self.lpm_blocks.get_mut(&i).expect("an LPM block is counted");
+            let n = self
+                .lpm_blocks
+                .get_mut(&i)
+                .expect("an LPM block is counted");
             *n -= 1;
             if *n == 0 {
                 self.lpm_blocks.remove(&i);

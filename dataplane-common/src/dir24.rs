@@ -80,6 +80,12 @@ mod tests {
                 assert_eq!(dir24_decode(e), r);
             }
         }
-        assert_eq!(dir24_encode(Route { kind: 0, nh: 1 << 24 }), None);
+        assert_eq!(
+            dir24_encode(Route {
+                kind: 0,
+                nh: 1 << 24
+            }),
+            None
+        );
     }
 }

@@ -6,12 +6,12 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtEntry, CtKey,
-    DIR24_DEFAULT_TBL8_GROUPS, DIR24_TBL24_BLOCKS, Dir24Block,
-    FW_DEFAULT_BITMAPS, FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4,
-    FW_MAX_PREFIXES_V6, FW_MAX_RULES, FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4,
-    FwPrefixV6, FwRule, IfaceInfo, MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VLANS, NeighKey, Neighbour, NextHop, NhGroup,
-    REASON_COUNTER_ENTRIES, Route, RouteKeyV4, RouteKeyV6, RuleBitmap, VlanKey,
+    DIR24_DEFAULT_TBL8_GROUPS, DIR24_TBL24_BLOCKS, Dir24Block, FW_DEFAULT_BITMAPS,
+    FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_MAX_RULES,
+    FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4, FwPrefixV6, FwRule, IfaceInfo,
+    MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+    MAX_VLANS, NeighKey, Neighbour, NextHop, NhGroup, REASON_COUNTER_ENTRIES, Route, RouteKeyV4,
+    RouteKeyV6, RuleBitmap, VlanKey,
 };
 
 /// ifindex (u32) -> IfaceInfo: every managed interface, VLAN sub-interfaces

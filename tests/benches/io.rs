@@ -73,6 +73,7 @@ fn main() {
     if wanted("loopback") {
         let bind = |_: &str| UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
         section("Loopback (127.0.0.1)", &bind, &bind);
+        registered_files(&bind);
     }
     if wanted("veth") {
         if is_root() {
@@ -194,9 +195,10 @@ fn section(
                     };
                     let client = client_sock("client");
                     let server = server_sock("server");
+                    let v = Variant::of(BACKENDS[b]);
                     let run = match test {
-                        Test::Echo => echo(BACKENDS[b], size, client, server),
-                        Test::Blast => blast(BACKENDS[b], size, client, server),
+                        Test::Echo => echo(v, size, client, server),
+                        Test::Blast => blast(v, size, client, server),
                     };
                     runs[b].push(run);
                 }
@@ -209,6 +211,60 @@ fn section(
          rate in parentheses when it differs by more than 2 %). tx/rx syscalls per datagram \
          sent/received; echo counts both directions on each side."
     );
+}
+
+/// io_uring with and without the registered-file table, same run,
+/// interleaved: does IORING_REGISTER_FILES pay on this path?
+fn registered_files(sock: &dyn Fn(&str) -> UdpSocket) {
+    println!("\n### io_uring registered files (loopback, 64 B)\n");
+    println!("| test | registered files | kpps | CPU µs/pkt | with/without: pps | CPU/pkt |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let variants = [
+        Variant::of(BackendKind::IoUring),
+        Variant {
+            kind: BackendKind::IoUring,
+            fixed_files: 0,
+        },
+    ];
+    for test in [Test::Echo, Test::Blast] {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); 2];
+        for round in 0..ROUNDS {
+            for j in 0..2 {
+                let i = if round % 2 == 0 { j } else { 1 - j };
+                let (c, srv) = (sock("client"), sock("server"));
+                runs[i].push(match test {
+                    Test::Echo => echo(variants[i], 64, c, srv),
+                    Test::Blast => blast(variants[i], 64, c, srv),
+                });
+            }
+        }
+        let med = |i: usize, f: fn(&Run) -> f64| median(runs[i].iter().map(f).collect());
+        let ratio = |f: fn(&Run) -> f64| {
+            median(
+                runs[0]
+                    .iter()
+                    .zip(&runs[1])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            )
+        };
+        for (i, label) in ["yes", "no"].iter().enumerate() {
+            let ratios = if i == 0 {
+                format!("{:.2} | {:.2}", ratio(|r| r.pps), ratio(|r| r.cpu_us))
+            } else {
+                " | ".to_owned()
+            };
+            println!(
+                "| {} | {label} | {:.0} | {:.2} | {ratios} |",
+                match test {
+                    Test::Echo => "echo",
+                    Test::Blast => "blast",
+                },
+                med(i, |r| r.pps) / 1e3,
+                med(i, |r| r.cpu_us)
+            );
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -287,9 +343,27 @@ fn big_buffers(s: &UdpSocket) {
     }
 }
 
-fn io(kind: BackendKind) -> Io {
+/// A loop configuration under test.
+#[derive(Clone, Copy)]
+struct Variant {
+    kind: BackendKind,
+    /// Size of io_uring's registered-file table (0: none).
+    fixed_files: u32,
+}
+
+impl Variant {
+    fn of(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            fixed_files: 4096,
+        }
+    }
+}
+
+fn io(v: Variant) -> Io {
     Io::builder()
-        .backend(kind)
+        .backend(v.kind)
+        .fixed_files(v.fixed_files)
         .fallback(false)
         .queue_limit(1 << 16)
         .build()
@@ -370,7 +444,7 @@ impl Handler for EchoClient {
     }
 }
 
-fn echo(kind: BackendKind, size: usize, client: UdpSocket, server: UdpSocket) -> Run {
+fn echo(kind: Variant, size: usize, client: UdpSocket, server: UdpSocket) -> Run {
     big_buffers(&client);
     big_buffers(&server);
     let to: SocketAddr = server.local_addr().expect("addr");
@@ -459,7 +533,7 @@ impl Handler for Sink {
     }
 }
 
-fn blast(kind: BackendKind, size: usize, client: UdpSocket, server: UdpSocket) -> Run {
+fn blast(kind: Variant, size: usize, client: UdpSocket, server: UdpSocket) -> Run {
     big_buffers(&client);
     big_buffers(&server);
     client

@@ -57,13 +57,32 @@ fn no_packet_is_lost_to_a_missing_route_while_prefixes_churn() {
     let lab = lab(false);
     let l = &lab.lab;
     let (r, h1, h2) = (l.router(), l.h1(), l.h2());
-    ip(&["-n", &h2, "route", "add", "local", "198.19.0.0/16", "dev", "lo"]);
-    ip(&["-n", &r, "route", "add", "198.19.0.0/16", "via", H2_V4, "dev", "eth2"]);
+    ip(&[
+        "-n",
+        &h2,
+        "route",
+        "add",
+        "local",
+        "198.19.0.0/16",
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &r,
+        "route",
+        "add",
+        "198.19.0.0/16",
+        "via",
+        H2_V4,
+        "dev",
+        "eth2",
+    ]);
     let daemon = Daemon::start_forwarding(l, true, &["--route-lookup", "dir24"]);
     let stats = daemon.stats();
     assert_eq!(stats["route_lookup"]["ipv4"], "dir24", "{stats}");
     wait_until(Duration::from_secs(10), "the /16 synced", || {
-        api_items(daemon.api, "routes?prefix=198.19.0.0/16")
+        api_items(daemon.api, "/api/v1/routes?prefix=198.19.0.0/16")
             .iter()
             .any(|r| r["prefix"] == "198.19.0.0/16")
     });
@@ -124,7 +143,7 @@ fn no_packet_is_lost_to_a_missing_route_while_prefixes_churn() {
             s.send_to(&i.to_be_bytes(), SocketAddr::from((destination(i), PORT)))
                 .expect("send");
             i += 1;
-            if i % 32 == 0 {
+            if i.is_multiple_of(32) {
                 std::thread::sleep(Duration::from_micros(500));
             }
         }

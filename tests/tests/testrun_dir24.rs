@@ -61,10 +61,10 @@ fn random_prefix(rng: &mut Rng) -> (u32, u8) {
     loop {
         // Every length, the short ones rarer: setting one rewrites
         // 2^(24 - len) entries (a /0: all 16M), slow in a debug build.
-        let len = match rng.range(0, 99) {
+        let len = match rng.range(0, 999) {
             0 => rng.range(0, 7),
-            1..=4 => rng.range(8, 16),
-            5..=59 => rng.range(17, 24),
+            1..=40 => rng.range(8, 16),
+            41..=599 => rng.range(17, 24),
             _ => rng.range(25, 32),
         } as u8;
         let a = if rng.percent(80) {
@@ -130,7 +130,10 @@ fn reasons(r: &Router) -> BTreeMap<&'static str, u64> {
     out
 }
 
-fn diff(after: &BTreeMap<&'static str, u64>, before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+fn diff(
+    after: &BTreeMap<&'static str, u64>,
+    before: &BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
     after
         .iter()
         .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
@@ -168,8 +171,8 @@ fn run_case(case: Case) {
             while live.len() < case.routes {
                 let p = random_prefix(&mut rng);
                 let tg = target(&mut rng, &gws);
-                if !index.contains_key(&p) {
-                    index.insert(p, live.len());
+                if let std::collections::btree_map::Entry::Vacant(e) = index.entry(p) {
+                    e.insert(live.len());
                     live.push(p);
                 }
                 set(&mut r, p, tg, &mut fallbacks);
@@ -202,8 +205,10 @@ fn run_case(case: Case) {
                             _ => {
                                 let p = random_prefix(&mut rng);
                                 let tg = target(&mut rng, &gws);
-                                if !index.contains_key(&p) {
-                                    index.insert(p, live.len());
+                                if let std::collections::btree_map::Entry::Vacant(e) =
+                                    index.entry(p)
+                                {
+                                    e.insert(live.len());
                                     live.push(p);
                                 }
                                 set(&mut r, p, tg, &mut fallbacks);
@@ -227,7 +232,10 @@ fn run_case(case: Case) {
                     .collect();
                 let mut results = [Vec::new(), Vec::new()];
                 let mut counted = [BTreeMap::new(), BTreeMap::new()];
-                for (k, lookup) in [RouteLookup::Dir24, RouteLookup::Lpm].into_iter().enumerate() {
+                for (k, lookup) in [RouteLookup::Dir24, RouteLookup::Lpm]
+                    .into_iter()
+                    .enumerate()
+                {
                     r.dp.set_route_lookup(lookup).expect("switch the lookup");
                     let before = reasons(&r);
                     results[k] = dests
@@ -273,10 +281,17 @@ fn run_case(case: Case) {
                     counted[0]
                 );
                 assert_eq!(wrong, 0, "batch {batch}: {wrong} destinations differ");
-                assert_eq!(counted[0], counted[1], "batch {batch}: reason counters differ");
+                assert_eq!(
+                    counted[0], counted[1],
+                    "batch {batch}: reason counters differ"
+                );
                 assert!(forwarded > dests.len() / 2, "most destinations are routed");
             }
-            let usage = r.dp.route_lookup().expect("stats").dir24.expect("dir24 loaded");
+            let usage =
+                r.dp.route_lookup()
+                    .expect("stats")
+                    .dir24
+                    .expect("dir24 loaded");
             assert!(
                 fallbacks > 0 && usage.tbl8_groups_used == usage.tbl8_groups,
                 "the case is meant to exhaust the tbl8 groups: {usage:?}"

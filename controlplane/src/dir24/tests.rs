@@ -174,7 +174,10 @@ fn a_freed_group_rests_before_reuse() {
 #[test]
 fn unencodable_routes_are_refused() {
     let mut t = table(1);
-    let r = Route { kind: 0, nh: 1 << 24 };
+    let r = Route {
+        kind: 0,
+        nh: 1 << 24,
+    };
     assert!(matches!(
         t.set(net("10.0.0.0/8"), r),
         Err(Dir24Error::Unencodable { .. })
@@ -194,7 +197,7 @@ fn random_churn_matches_a_reference_lpm() {
     // Lengths /14-/32, and now and then a shorter one (each of those
     // rewrites up to 2^24 entries: slow in a debug build).
     let draw = |rng: &mut Rng| {
-        let len = if rng.next() % 64 == 0 {
+        let len = if rng.next().is_multiple_of(64) {
             (rng.next() % 14) as u8
         } else {
             14 + (rng.next() % 19) as u8
@@ -205,7 +208,7 @@ fn random_churn_matches_a_reference_lpm() {
     let mut fell_back = 0;
     for batch in 0..30 {
         for _ in 0..200 {
-            if rng.next() % 3 == 0 && !live.is_empty() {
+            if rng.next().is_multiple_of(3) && !live.is_empty() {
                 let k = live.swap_remove(rng.next() as usize % live.len());
                 reference.0.remove(&k);
                 assert!(t.remove(Ipv4Net::new(Ipv4Addr::from(k.1), k.0).unwrap()));
@@ -223,7 +226,7 @@ fn random_churn_matches_a_reference_lpm() {
             }
         }
         for _ in 0..2000 {
-            let a = if rng.next() % 8 == 0 {
+            let a = if rng.next().is_multiple_of(8) {
                 rng.next() as u32
             } else {
                 0x0a00_0000 | (rng.next() as u32 & 0x0003_ffff)
@@ -234,7 +237,10 @@ fn random_churn_matches_a_reference_lpm() {
                     // Only blocks that hold a prefix longer than /24.
                     let block = a & mask(24);
                     assert!(
-                        reference.0.keys().any(|&(l, n)| l > 24 && n & mask(24) == block),
+                        reference
+                            .0
+                            .keys()
+                            .any(|&(l, n)| l > 24 && n & mask(24) == block),
                         "batch {batch}: {} on the trie without a long prefix",
                         Ipv4Addr::from(a)
                     );

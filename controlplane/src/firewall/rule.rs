@@ -16,7 +16,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::{
     PartialSchema, ToSchema,
-    openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type},
+    openapi::{
+        KnownFormat, ObjectBuilder, OneOfBuilder, RefOr, Schema, SchemaFormat, Type,
+        schema::AnyOfBuilder,
+    },
 };
 
 /// Where a rule applies.
@@ -763,12 +766,23 @@ fn string_schema(pattern: &str, description: &str, example: &str) -> ObjectBuild
 
 impl PartialSchema for AddrMatch {
     fn schema() -> RefOr<Schema> {
-        string_schema(
-            "^(@[A-Za-z0-9._-]{1,64}|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)$",
-            "A prefix without host bits, a bare address, or `@name` of an address set",
-            "198.18.0.0/15",
-        )
-        .into()
+        let address = |format| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(format)))
+        };
+        AnyOfBuilder::new()
+            .description(Some(
+                "A prefix without host bits, a bare address, or `@name` of an address set",
+            ))
+            .item(string_schema(
+                "^(@[A-Za-z0-9._-]{1,64}|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)$",
+                "A prefix or `@name`",
+                "198.18.0.0/15",
+            ))
+            .item(address(KnownFormat::Ipv4))
+            .item(address(KnownFormat::Ipv6))
+            .into()
     }
 }
 impl ToSchema for AddrMatch {}

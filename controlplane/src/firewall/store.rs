@@ -72,6 +72,17 @@ pub async fn candidate(pool: &SqlitePool) -> Result<Ruleset, StoreError> {
     read_candidate(&mut conn).await
 }
 
+/// A transaction that writes. `BEGIN IMMEDIATE` takes the write lock at
+/// once, waiting (the busy timeout) while another connection holds it. A
+/// plain (deferred) `BEGIN` that reads first fails instead: in WAL mode a
+/// read snapshot older than another connection's commit cannot be upgraded
+/// to a write (SQLITE_BUSY_SNAPSHOT, "database is locked"), which made
+/// concurrent writes (a static route while a rollback committed) answer
+/// 500 (<https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusive_transactions>).
+async fn write_tx(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// Replace the whole candidate with `rs`, in one transaction, and return
 /// it as stored (with ids). A rule keeps its id when that id is in the
 /// candidate; a rule without one (id 0, as from a ruleset file) takes the
@@ -79,7 +90,7 @@ pub async fn candidate(pool: &SqlitePool) -> Result<Ruleset, StoreError> {
 /// a file keeps the ids (and so the counters' history) of rules that did
 /// not change. Every other rule gets a fresh id, never one used before.
 pub async fn replace_candidate(pool: &SqlitePool, rs: &Ruleset) -> Result<Ruleset, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let stored = write_candidate(&mut tx, rs).await?;
     tx.commit().await?;
     Ok(stored)
@@ -94,7 +105,7 @@ pub async fn record_commit(
     author: &str,
     comment: &str,
 ) -> Result<i64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let id = insert_commit(&mut tx, rs, author, comment).await?;
     tx.commit().await?;
     Ok(id)
@@ -857,7 +868,7 @@ pub async fn record_commit_pending(
     comment: &str,
     confirm_within: u32,
 ) -> Result<PendingConfirm, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let previous_commit = read_active(&mut tx).await?.map(|(id, _)| id);
     let commit = insert_commit(&mut tx, rs, author, comment).await?;
     let deadline: String = sqlx::query_scalar(
@@ -890,7 +901,7 @@ pub async fn record_commit_resolving(
     author: &str,
     comment: &str,
 ) -> Result<i64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let id = insert_commit(&mut tx, rs, author, comment).await?;
     sqlx::query("delete from firewall_pending_confirm")
         .execute(&mut *tx)
@@ -1008,7 +1019,7 @@ pub async fn set(pool: &SqlitePool, name: &str) -> Result<Option<AddressSet>, St
 /// prefixes and comment, in one transaction. Returns whether it was
 /// created. The caller validated it.
 pub async fn put_set(pool: &SqlitePool, set: &AddressSet) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let existing: Option<i64> =
         sqlx::query_scalar("select firewall_set_id from firewall_set where name = ?1")
             .bind(&set.name)
@@ -1067,7 +1078,7 @@ pub enum SetDelete {
 
 /// Delete a candidate set unless a candidate rule refers to it.
 pub async fn delete_set(pool: &SqlitePool, name: &str) -> Result<SetDelete, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let reference = format!("@{name}");
     let users: Vec<(i64, String, i64)> = sqlx::query_as(
         "select firewall_rule_id, chain, position from firewall_rule
@@ -1132,7 +1143,7 @@ pub async fn replace_candidate_rules(
     pool: &SqlitePool,
     rules: &[Rule],
 ) -> Result<Vec<Rule>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let ids = write_rules(&mut tx, rules).await?;
     tx.commit().await?;
     let mut stored: Vec<Rule> = rules

@@ -13,12 +13,7 @@
 //! commit.
 use std::collections::BTreeSet;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::get,
-};
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use dataplane_common::FW_MAX_RULES;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

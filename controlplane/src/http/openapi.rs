@@ -21,8 +21,8 @@ use utoipa::{
 };
 
 use super::{
-    AppState, auth, conntrack, error::ErrorBody, fib, firewall, firewall_history,
-    firewall_rules, firewall_sets, health, interfaces, metrics, static_routes, stats,
+    AppState, auth, conntrack, error::ErrorBody, fib, firewall, firewall_history, firewall_rules,
+    firewall_sets, health, interfaces, metrics, static_routes, stats,
 };
 
 pub fn router() -> Router<AppState> {
@@ -181,16 +181,16 @@ impl Modify for Shared {
                     });
                 }
                 if op.request_body.is_some() {
-                    responses.entry("400".into()).or_insert_with(|| {
-                        error("The body is not JSON of the documented shape")
-                    });
-                    responses.entry("413".into()).or_insert_with(|| {
-                        error("The body is larger than this path's limit")
-                    });
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| error("The body is not JSON of the documented shape"));
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("The body is larger than this path's limit"));
                 }
-                responses.entry("500".into()).or_insert_with(|| {
-                    error("An internal error; the message names the log entry")
-                });
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| error("An internal error; the message names the log entry"));
             }
         }
         relax_flattened(components);

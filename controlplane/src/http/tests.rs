@@ -133,3 +133,29 @@ async fn routes_are_paged_by_prefix_cursor_and_bad_input_is_a_json_400() {
         assert_eq!(body["error"]["code"], "bad_request", "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_cursor_past_the_end_is_an_empty_page() {
+    // Found by schemathesis: `start + limit` overflowed and the handler
+    // panicked (the connection closed without an answer).
+    for list in ["neighbours", "links"] {
+        let (status, body) = get(&format!("/api/v1/{list}?cursor={}&limit=1000", usize::MAX)).await;
+        assert_eq!(status, 200, "{list}: {body}");
+        assert_eq!(body["items"], serde_json::json!([]), "{list}");
+        assert_eq!(body["next_cursor"], serde_json::Value::Null, "{list}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_a_json_400() {
+    for path in [
+        "/api/v1/firewall/sets/%FF",
+        "/api/v1/firewall/rules/%FF",
+        "/api/v1/firewall/commits/%C3%28",
+        "/api/v1/interfaces/%FF",
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}");
+    }
+}

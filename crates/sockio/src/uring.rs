@@ -627,9 +627,12 @@ impl UringBackend {
     /// of one socket would be woken in wait-queue order, not queue order.
     ///
     /// Batches are not linked: a linked request is started from task work
-    /// after its predecessor completes, which with DEFER_TASKRUN costs about
-    /// one io_uring_enter per link (measured: 0.4-0.8x poll's throughput,
-    /// `scripts/bench io`). Unlinked, all of a batch is issued in one pass.
+    /// after its predecessor completes, and a wait runs only a bounded
+    /// amount of task work (io_cqring_wait: IO_LOCAL_TW_DEFAULT_MAX items,
+    /// io_uring/io_uring.c). Hardlinked batches cost about one
+    /// io_uring_enter per datagram, mostly 0.4-0.9x poll's throughput in
+    /// the loopback benchmark when they were tried. Unlinked, all of a
+    /// batch is issued in one pass.
     /// The price: when an IP socket runs out of send buffer in the middle
     /// of a batch, a later datagram can find room a transmit completion
     /// freed an instant after an earlier one was refused, and leave first

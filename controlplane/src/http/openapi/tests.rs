@@ -125,7 +125,10 @@ fn the_document_is_openapi_3_1_and_round_trips() {
             .flatten()
             .filter(|p| p["in"] == "path")
             .map(|p| {
-                assert_eq!(p["required"], true, "{method} {path}: path parameters are required");
+                assert_eq!(
+                    p["required"], true,
+                    "{method} {path}: path parameters are required"
+                );
                 p["name"].as_str().expect("name")
             })
             .collect();
@@ -187,10 +190,7 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
         std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
     };
     let module_src = read("mod.rs");
-    let app_src = module_src
-        .split_once("pub fn app(")
-        .expect("http::app")
-        .1;
+    let app_src = module_src.split_once("pub fn app(").expect("http::app").1;
     let (top, nested) = app_src.split_once(".nest(").expect("the /api/v1 nest");
     let prefix = nested
         .split('"')
@@ -273,7 +273,10 @@ fn limits_are_the_handlers() {
     let doc = doc_json();
     for (path, max) in [
         ("/api/v1/routes", super::super::fib::MAX_LIMIT as u64),
-        ("/api/v1/conntrack", super::super::conntrack::MAX_LIMIT as u64),
+        (
+            "/api/v1/conntrack",
+            super::super::conntrack::MAX_LIMIT as u64,
+        ),
         (
             "/api/v1/firewall/commits",
             super::super::firewall::MAX_COMMITS_LIMIT.into(),
@@ -289,7 +292,11 @@ fn limits_are_the_handlers() {
     }
     for path in ["/api/v1/neighbours", "/api/v1/links"] {
         let schema = &param(&doc, "get", path, "limit")["schema"];
-        assert_eq!(schema["maximum"], super::super::fib::MAX_LIMIT as u64, "{path}");
+        assert_eq!(
+            schema["maximum"],
+            super::super::fib::MAX_LIMIT as u64,
+            "{path}"
+        );
     }
     for path in ["/api/v1/firewall/commit", "/api/v1/firewall/apply"] {
         let schema = &param(&doc, "post", path, "confirm_within")["schema"];
@@ -341,11 +348,18 @@ fn string_forms_match_their_schemas() {
             ("proto", "Proto"),
         ] {
             let Some(text) = v.get(field) else { continue };
-            let text = text.as_str().unwrap_or_else(|| panic!("{field} is a string"));
+            let text = text
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} is a string"));
             let schema = &schemas[schema];
             let mut patterns: Vec<&str> = schema["pattern"].as_str().into_iter().collect();
             let mut names = Vec::new();
-            for alt in schema["oneOf"].as_array().into_iter().flatten() {
+            let alternatives = [&schema["oneOf"], &schema["anyOf"]];
+            for alt in alternatives
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+            {
                 patterns.extend(alt["pattern"].as_str());
                 names.extend(alt["enum"].as_array().into_iter().flatten());
             }
