@@ -52,13 +52,23 @@ pub struct Page<T> {
 }
 
 fn page<T>(all: Vec<T>, q: &ListQuery) -> Result<Page<T>, Error> {
-    let limit = q.limit.unwrap_or(100);
+    page_of(all, q.limit, q.cursor.as_deref())
+}
+
+/// One page of `all` (already filtered and in order): `limit` entries from
+/// the offset `cursor` names. Shared by the lists kept in memory.
+pub(crate) fn page_of<T>(
+    all: Vec<T>,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<Page<T>, Error> {
+    let limit = limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::BadRequest(format!(
             "limit must be 1..={MAX_LIMIT}, not {limit}"
         )));
     }
-    let start = match &q.cursor {
+    let start = match cursor {
         None => 0,
         Some(c) => c
             .parse::<usize>()

@@ -50,12 +50,16 @@ pub struct ListQuery {
     /// Only this chain's rules.
     #[param(value_type = Option<Chain>)]
     pub chain: Option<String>,
+    /// Rules per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(min_length = 1)]
+    pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RulesList {
-    pub items: Vec<RuleItem>,
-}
+/// One page of rules in match order (forward chain first).
+pub type RulesList = super::fib::Page<RuleItem>;
 
 /// Every candidate rule with its position in its chain.
 #[utoipa::path(
@@ -65,7 +69,7 @@ pub struct RulesList {
     tag = "firewall-rules",
     params(ListQuery),
     responses(
-        (status = 200, description = "The rules, in match order per chain", body = RulesList),
+        (status = 200, description = "A page of rules, in match order per chain", body = super::fib::Page<RuleItem>),
         (status = 400, description = "An unknown chain or query field", body = ErrorBody),
     ),
 )]
@@ -80,11 +84,11 @@ async fn list(
         .transpose()
         .map_err(Error::BadRequest)?;
     let (_, rules) = store::candidate_rules(&state.db).await?;
-    let items = with_positions(rules)
+    let items: Vec<RuleItem> = with_positions(rules)
         .into_iter()
         .filter(|i| chain.is_none_or(|c| i.rule.chain == c))
         .collect();
-    Ok(Json(RulesList { items }))
+    Ok(Json(super::fib::page_of(items, q.limit, q.cursor.as_deref())?))
 }
 
 fn with_positions(rules: Vec<Rule>) -> Vec<RuleItem> {
