@@ -797,6 +797,29 @@ mod tests {
     }
 
     #[test]
+    fn command_line_is_checked() {
+        use clap::Parser as _;
+
+        use crate::cli::{Cli, Command};
+        let parse = |args: &[&str]| Cli::try_parse_from(["xdpgate", "loadgen"].iter().chain(args));
+        let Command::Loadgen(a) = parse(&["[2001:db8::2]:9000", "--rate", "50k", "--flows", "8"])
+            .expect("generator")
+            .command
+        else {
+            panic!("not loadgen")
+        };
+        assert_eq!(a.rate, Rate::Pps(50_000));
+        assert_eq!(a.flows, 8);
+        assert!(a.target.is_some_and(|t| t.is_ipv6()));
+        assert!(parse(&["--reflect", "--listen", "[::]:9000"]).is_ok());
+        assert!(parse(&[]).is_err(), "a target or --reflect is required");
+        assert!(parse(&["--reflect"]).is_err(), "--reflect needs --listen");
+        assert!(parse(&["1.2.3.4:5", "--reflect", "--listen", "[::]:1"]).is_err());
+        assert!(parse(&["1.2.3.4:5", "--rate", "fast"]).is_err());
+        assert!(matches!(seconds(Some(0.0)), Err(LoadgenError::Duration(_))));
+    }
+
+    #[test]
     fn payload_header_round_trips() {
         let mut p = vec![0u8; 64];
         encode(&mut p, 7, 123_456_789, 42);

@@ -13,6 +13,10 @@
 //!   always with the buffer. A full socket buffer is back-pressure: the
 //!   write stays queued and completes when the peer drains. A write that
 //!   fails completes with the errno; the ones behind it are still tried.
+//!   One exception, io_uring on IP datagram sockets only: when the socket
+//!   runs out of send buffer in the middle of a batch, a later datagram can
+//!   leave (and complete) before an earlier one that got EAGAIN (see
+//!   `start_writes` in `uring.rs`; UDP itself promises no order).
 //! - Submissions are batched: nothing reaches the kernel until the loop
 //!   runs ([`Io::run_once`] or [`Io::flush`]), so every write submitted in
 //!   between goes out in as few system calls as the backend can manage
@@ -253,8 +257,9 @@ impl Builder {
         self
     }
 
-    /// Writes per sendmmsg(2) / gather sendmsg(2) / linked io_uring chain
-    /// (default 64).
+    /// Datagrams per sendmmsg(2) (poll) and stream buffers per gathered
+    /// sendmsg (both backends); default 64. io_uring datagram batches take
+    /// everything queued, up to the submission queue's size.
     pub fn send_batch(mut self, n: usize) -> Self {
         self.cfg.send_batch = n.clamp(1, 1024);
         self

@@ -9,8 +9,8 @@
 //!
 //! - `poll`: poll(2) readiness, then non-blocking recvmmsg(2)/sendmmsg(2)
 //!   and gather sendmsg(2) batches (`poll.rs`);
-//! - `io_uring`: multishot receives from a provided-buffer ring, linked send
-//!   chains, one io_uring_enter(2) per loop iteration (`uring.rs`).
+//! - `io_uring`: multishot receives from a provided-buffer ring, send
+//!   batches, one io_uring_enter(2) per loop iteration (`uring.rs`).
 //!
 //! ```no_run
 //! use sockio::{Buf, Errno, Handler, Io, Mode, SockAddr, SockId};

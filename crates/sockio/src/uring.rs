@@ -7,8 +7,8 @@
 //!   control, payload in one buffer) for recvfrom/recvmsg modes. A
 //!   multishot request ends on an error or when the ring runs dry
 //!   (ENOBUFS, nothing lost: the data stays in the socket); it is re-armed.
-//!   Without buffer rings (kernels before 5.19/6.0, or `multishot(false)`)
-//!   each socket has one single-shot IORING_OP_RECVMSG into its own buffer.
+//!   Without them (kernels before 6.0, or `multishot(false)`) each socket
+//!   has one single-shot IORING_OP_RECVMSG into its own buffer.
 //! - **Send**: datagrams go out in unlinked batches with MSG_DONTWAIT (see
 //!   `start_writes` for why, and for the one ordering caveat); a full
 //!   socket stops the queue with EAGAIN and an IORING_OP_POLL_ADD for
@@ -306,7 +306,10 @@ impl UringBackend {
                 Err(e) => tracing::debug!("io_uring: no registered-file table ({e})"),
             }
         }
-        if cfg.multishot {
+        // Multishot receives came in 6.0 together with IORING_OP_SEND_ZC
+        // (the probe cannot see a flag, only opcodes); buffer rings alone
+        // (5.19) are not enough.
+        if cfg.multishot && send_addr {
             match BufRing::new(
                 &me.ring,
                 cfg.buf_ring_entries,
@@ -1308,7 +1311,7 @@ impl Drop for UringBackend {
                     Some(Duration::from_millis(10)),
                 );
                 self.reap(&mut core);
-                for (ud, res, flags) in std::mem::take(&mut self.backlog) {
+                for (ud, _res, flags) in std::mem::take(&mut self.backlog) {
                     if ud & TAG_CANCEL != 0 {
                         continue;
                     }
@@ -1326,7 +1329,6 @@ impl Drop for UringBackend {
                             continue;
                         }
                     }
-                    let _ = res;
                     if op.kind != OpKind::Free {
                         self.free_op(id);
                     }

@@ -45,6 +45,7 @@ per_backend!(
     peer_reset_completes_queued_writes_with_errors,
     closed_sockets_complete_with_errors,
     close_cancels_pending_writes_with_ecanceled,
+    dropping_the_loop_with_work_in_flight_frees_every_buffer,
     ten_thousand_sockets_at_once,
     read_disable_holds_data_until_enabled,
     recvmsg_sendmsg_carry_ancillary_data,
@@ -647,6 +648,30 @@ fn close_cancels_pending_writes_with_ecanceled(flavor: Flavor) {
     assert_eq!(got, (0..10u8).map(|i| vec![i]).collect::<Vec<_>>());
     drop(io);
     assert_eq!(pool.live(), 0);
+}
+
+fn dropping_the_loop_with_work_in_flight_frees_every_buffer(flavor: Flavor) {
+    let mut io = flavor.io();
+    let pool = io.pool().clone();
+    let (a, _peer) = tcp_pair();
+    let id = io
+        .register(a, Mode::ReadWrite, Recorder::new())
+        .expect("reg");
+    let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    io.register(u, Mode::RecvFromSendTo, Recorder::new())
+        .expect("reg");
+    for _ in 0..64 {
+        let mut b = io.buf();
+        b.set_len(b.capacity());
+        io.write(id, b).expect("write");
+    }
+    run_for(&mut io, 10);
+    assert!(io.outstanding(id) > 0, "nothing in flight");
+    assert!(pool.live() > 0);
+    // Receives armed, sends parked in the kernel, writes queued: dropping
+    // the loop cancels and drains everything before freeing any buffer.
+    drop(io);
+    assert_eq!(pool.live(), 0, "buffers leaked or still out");
 }
 
 /// The 10k-socket test holds 10,001 descriptors; two at once would pass
