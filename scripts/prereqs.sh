@@ -12,8 +12,9 @@ command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || die "Rust is m
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$PATH"
 
 # Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
-# LLVM major), and the tools the lab and the tests drive.
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk python3-venv)
+# LLVM major), and the tools the lab and the tests drive (chromium and
+# chromedriver for the web UI test, tests/tests/ui_e2e.rs).
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk python3-venv chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -7,7 +7,8 @@
 //!   token;
 //! - on any other address, every request needs a token.
 //!
-//! `/healthz` and `/readyz` are always open (probes carry no secrets). A
+//! `/healthz` and `/readyz` are always open (probes carry no secrets), and
+//! so are reads of the web UI's static files (`http::ui`). A
 //! request that shows a token (`Authorization: Bearer xg_...`) is checked
 //! even where none is needed: a wrong token is always a 401.
 //!
@@ -240,7 +241,9 @@ fn unauthorized(message: &str, invalid_token: bool) -> Response {
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn require(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    if OPEN_PATHS.contains(&req.uri().path()) {
+    if OPEN_PATHS.contains(&req.uri().path())
+        || (is_read(req.method()) && super::ui::is_ui_path(req.uri().path()))
+    {
         return next.run(req).await;
     }
     let any_live = match auth.any_live().await {

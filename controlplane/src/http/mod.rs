@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod static_routes;
 mod stats;
+mod ui;
 
 use std::sync::{Arc, Mutex};
 
@@ -87,10 +88,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/interfaces/{name}/detach"),
 ];
 
+/// The web UI's routes (`http::ui`): static files, not API operations, so
+/// neither in `ROUTES` nor in the OpenAPI document; the route-list test
+/// accepts exactly these besides `ROUTES`.
+pub const UI_ROUTES: &[(&str, &str)] = &[("GET", "/"), ("GET", "/ui/{*file}")];
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
+        .merge(ui::router())
         .nest(
             "/api/v1",
             openapi::router()

@@ -204,7 +204,9 @@ async fn elsewhere_every_request_needs_a_token_but_probes() {
     let app = app(st.clone());
     assert_401(&call(&app, "GET", "/api/v1/stats", None, None).await);
     assert_401(&call(&app, "GET", "/api/v1/nope", None, None).await);
-    assert_401(&call(&app, "GET", "/", None, None).await);
+    assert_401(&call(&app, "GET", "/nope", None, None).await);
+    // The web UI's files are open (`http::ui`); the API they call is not.
+    assert_eq!(call(&app, "GET", "/", None, None).await.status, 200);
     let health = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!(health.status, 200, "{}", health.body);
     assert_ne!(call(&app, "GET", "/readyz", None, None).await.status, 401);

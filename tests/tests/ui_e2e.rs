@@ -1,0 +1,421 @@
+//! The web UI end to end: a headless Chromium (Debian's `chromium`, driven
+//! by `chromedriver` over WebDriver, through the CLI's small HTTP client)
+//! against a daemon in a lab, while UDP flows from h1 to h2. Screenshots
+//! of every page go to `target/ui-screenshots/` (not committed).
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use xdpgate_tests::{support::*, traffic::udp_burst};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PORT: u16 = 5001;
+
+/// chromedriver, killed on drop, and one browser session in it.
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Browser {
+    #[track_caller]
+    fn start() -> Browser {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} is missing: scripts/prereqs.sh installs chromium and chromium-driver"
+            );
+        }
+        let addr = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={}", addr.port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let mut b = Browser {
+            driver,
+            addr,
+            session: String::new(),
+        };
+        wait_until(Duration::from_secs(10), "chromedriver answers", || {
+            wd(addr, "GET", "/status", None).is_ok_and(|s| s["value"]["ready"] == true)
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000"]},
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let s = wd(addr, "POST", "/session", Some(&caps)).expect("a browser session");
+        b.session = s["value"]["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
+        b
+    }
+
+    fn cmd(&self, method: &str, what: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}/{what}", self.session);
+        let body = match method {
+            "GET" => None,
+            _ => Some(body.unwrap_or_else(|| json!({}))),
+        };
+        wd(self.addr, method, &path, body.as_ref())
+            .unwrap_or_else(|e| panic!("WebDriver {what}: {e}"))["value"]
+            .clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "url", Some(json!({ "url": url })));
+    }
+
+    /// Run `script` (a function body) in the page; its return value.
+    fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    /// Wait until the expression is truthy; its value.
+    #[track_caller]
+    fn wait(&self, within: Duration, what: &str, expr: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.js(&format!(
+                "try {{ return ({expr}); }} catch (e) {{ return null; }}"
+            ));
+            if !(v.is_null() || v == false || v == 0 || v == "") {
+                return v;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{what}: not within {within:?}; page text:\n{}",
+                self.js("return document.getElementById('page').innerText")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn screenshot(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(
+                self.cmd("GET", "screenshot", None)
+                    .as_str()
+                    .expect("base64"),
+            )
+            .expect("a PNG");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    /// The browser's console log since the last call.
+    fn console(&self) -> Vec<Value> {
+        let v = self.cmd("POST", "se/log", Some(json!({"type": "browser"})));
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = wd(
+                self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// One WebDriver request. chromedriver keeps connections open, so the
+/// answer is read by its Content-Length (the CLI's client reads to EOF).
+fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let (mut status, mut len) = (String::new(), 0usize);
+    r.read_line(&mut status).map_err(|e| e.to_string())?;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().map_err(|_| format!("bad length {v}"))?;
+        }
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&buf).map_err(|e| e.to_string())?;
+    if !status.contains(" 200 ") {
+        return Err(format!("{} {v}", status.trim()));
+    }
+    Ok(v)
+}
+
+/// Set the form fields (`[name=...]` inside `form`) and submit it.
+fn submit(b: &Browser, form: &str, fields: &[(&str, &str)]) {
+    let sets: String = fields
+        .iter()
+        .map(|(k, v)| format!("f.querySelector('[name=\"{k}\"]').value = {};", json!(v)))
+        .collect();
+    b.js(&format!(
+        "const f = document.querySelector('{form}'); {sets} f.requestSubmit(); return true;"
+    ));
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_str()
+        .map(|s| s.replace([',', ' '], ""))
+        .and_then(|s| {
+            let (n, scale) = match s.chars().last() {
+                Some('k') => (&s[..s.len() - 1], 1e3),
+                Some('M') => (&s[..s.len() - 1], 1e6),
+                _ => (&s[..], 1.0),
+            };
+            n.parse::<f64>().ok().map(|n| n * scale)
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_ui_shows_and_changes_the_box() {
+    let lab = lab(true);
+    let l = &lab.lab;
+    let daemon = Daemon::start(l, &[]);
+    let base = format!("http://{}/", daemon.api);
+    let b = Browser::start();
+
+    // UDP from h1 to h2 in bursts, until the end; each burst's delivered
+    // count is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let flow = {
+        let (stop, delivered, h1, h2) = (stop.clone(), delivered.clone(), l.h1(), l.h2());
+        std::thread::spawn(move || {
+            let dst: IpAddr = "198.18.2.2".parse().expect("static");
+            while !stop.load(Ordering::Relaxed) {
+                let got = udp_burst(&h1, &h2, dst, PORT, 300, 200).unwrap_or(0);
+                delivered.lock().expect("lock").push(got);
+            }
+        })
+    };
+
+    // Dashboard: the rate of eth1 moves while the traffic flows.
+    b.go(&format!("{base}#/dashboard"));
+    let pps = b.wait(
+        Duration::from_secs(15),
+        "eth1 packets/s above zero on the dashboard",
+        "parseFloat(document.querySelector('#rates tr[data-iface=\"eth1\"] .pps').textContent) > 0 && document.querySelector('#rates tr[data-iface=\"eth1\"] .pps').textContent",
+    );
+    assert!(number(&pps) > 0.0, "{pps}");
+    let first = number(&b.js(
+        "return document.querySelector('#rates tr[data-iface=\"eth1\"] .packets').textContent",
+    ));
+    b.wait(
+        Duration::from_secs(10),
+        "the packet counter moves",
+        &format!(
+            "parseFloat(document.querySelector('#rates tr[data-iface=\"eth1\"] .packets').textContent.replace(/,/g, '')) > {first}"
+        ),
+    );
+    b.wait(
+        Duration::from_secs(10),
+        "sync state shown",
+        "document.getElementById('sync-state')",
+    );
+    b.wait(
+        Duration::from_secs(10),
+        "conntrack size shown",
+        "document.getElementById('ct-size')",
+    );
+    std::thread::sleep(Duration::from_secs(3)); // a few points on the plots
+    b.screenshot("dashboard");
+
+    // Firewall: a drop rule, committed, stops the flow and counts hits.
+    b.go(&format!("{base}#/firewall"));
+    b.wait(
+        Duration::from_secs(5),
+        "the firewall page",
+        "document.getElementById('rule-form')",
+    );
+    submit(
+        &b,
+        "#rule-form",
+        &[
+            ("proto", "udp"),
+            ("dport", "5001"),
+            ("action", "drop"),
+            ("comment", "stop the test flow"),
+        ],
+    );
+    b.wait(
+        Duration::from_secs(5),
+        "the rule in the candidate and the diff",
+        "document.querySelector('#fw-candidate tr[data-rule]') && document.getElementById('fw-diff').textContent.includes('udp dport 5001 drop')",
+    );
+    submit(&b, "#commit-form", &[("comment", "drop the flow")]);
+    b.wait(
+        Duration::from_secs(10),
+        "the rule's hit counter rises",
+        "parseInt(document.querySelector('#fw-active tr[data-rule] .hits').textContent.replace(/,/g, '')) > 0",
+    );
+    let seen = delivered.lock().expect("lock").len();
+    wait_until(
+        Duration::from_secs(20),
+        "two bursts after the commit",
+        || delivered.lock().expect("lock").len() >= seen + 2,
+    );
+    assert_eq!(
+        delivered.lock().expect("lock").last(),
+        Some(&0),
+        "traffic still flows after the drop rule: {:?}",
+        delivered.lock().expect("lock")
+    );
+    b.screenshot("firewall");
+
+    // Commit-confirm: delete the rule, commit with confirm_within=3, see the
+    // countdown, let it expire: the rollback is in the history.
+    b.js("document.querySelector('#fw-candidate tr[data-rule] button').click(); return true;");
+    b.wait(
+        Duration::from_secs(5),
+        "the rule deleted from the candidate",
+        "!document.querySelector('#fw-candidate tr[data-rule]')",
+    );
+    submit(
+        &b,
+        "#commit-form",
+        &[("comment", "on probation"), ("confirm_within", "3")],
+    );
+    b.wait(
+        Duration::from_secs(3),
+        "the countdown",
+        "document.getElementById('fw-countdown')",
+    );
+    b.screenshot("firewall-confirm");
+    b.wait(
+        Duration::from_secs(15),
+        "the rollback in the history",
+        "[...document.querySelectorAll('#fw-history tr[data-commit] .author')].some(td => td.textContent === 'rollback')",
+    );
+    assert!(b.js("return !document.getElementById('fw-countdown')") == true);
+    b.screenshot("firewall-rolled-back");
+
+    // Routes: a static route shows in the table and (through the kernel
+    // sync) in the FIB; a bad prefix shows the API's words.
+    b.go(&format!("{base}#/routes"));
+    b.wait(
+        Duration::from_secs(5),
+        "the FIB",
+        "document.querySelector('#fib tr[data-prefix]')",
+    );
+    submit(
+        &b,
+        "#static-form",
+        &[
+            ("prefix", "198.18.9.0/24"),
+            ("gateway", "198.18.2.2"),
+            ("dev", "eth2"),
+        ],
+    );
+    b.wait(
+        Duration::from_secs(10),
+        "the static route listed",
+        "document.querySelector('#static-routes tr[data-prefix=\"198.18.9.0/24\"]')",
+    );
+    b.wait(
+        Duration::from_secs(10),
+        "the static route in the FIB",
+        "document.querySelector('#fib tr[data-prefix=\"198.18.9.0/24\"]') || (document.querySelector('#fib-filter').requestSubmit(), false)",
+    );
+    submit(&b, "#static-form", &[("prefix", "198.18.9.1/24")]);
+    let text = b.wait(
+        Duration::from_secs(5),
+        "the API's error text",
+        "document.querySelector('#static-error.error') && document.querySelector('#static-error').textContent",
+    );
+    let text = text.as_str().expect("text");
+    assert!(
+        text.contains("host bits set") && text.contains("HTTP 400"),
+        "{text}"
+    );
+    b.screenshot("routes");
+
+    for page in ["interfaces", "neighbours", "connections"] {
+        b.go(&format!("{base}#/{page}"));
+        b.wait(
+            Duration::from_secs(5),
+            page,
+            "document.querySelector('#page table')",
+        );
+        b.screenshot(page);
+    }
+    b.resize(400, 900);
+    for page in ["dashboard", "firewall"] {
+        b.go(&format!("{base}#/{page}"));
+        b.wait(
+            Duration::from_secs(5),
+            page,
+            "document.querySelector('#page table')",
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        b.screenshot(&format!("narrow-{page}"));
+    }
+
+    // No script errors, and no failed request but the bad prefix's 400.
+    let errors = b.js("return window.xdpgateErrors");
+    assert_eq!(errors, json!([]), "script errors");
+    let bad: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or("");
+            !(m.contains("/api/v1/routes/static") && m.contains("400"))
+        })
+        .collect();
+    assert!(bad.is_empty(), "console errors: {bad:#?}");
+
+    stop.store(true, Ordering::Relaxed);
+    flow.join().expect("the flow thread");
+}
