@@ -25,7 +25,9 @@ use crate::{
 
 mod fw;
 mod mmap;
+mod rcu;
 pub use fw::{FirewallMaps, InstallStats};
+pub use rcu::RcuBarrier;
 use mmap::MmapArray;
 
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
@@ -95,6 +97,8 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("creating the RCU barrier map: {0}")]
+    Barrier(#[source] std::io::Error),
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),
     #[error("detaching XDP from {iface} failed: {source}")]

@@ -203,11 +203,15 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_receiver = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    // The sender starts once the receiver's socket is bound: an early
+    // datagram would draw a port unreachable back through the chain too.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let receiver = {
         let (received, stop, ns) = (received.clone(), stop_receiver.clone(), l.h2());
         std::thread::spawn(move || {
             netns::in_netns(&ns, || {
                 let s = UdpSocket::bind(dst).expect("bind");
+                bound_tx.send(()).expect("signal bound");
                 s.set_read_timeout(Some(Duration::from_millis(200)))
                     .expect("timeout");
                 let mut buf = [0u8; 64];
@@ -224,6 +228,9 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
             .expect("netns")
         })
     };
+    bound_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("receiver bound");
     let sender = {
         let (sent, stop, ns) = (sent.clone(), stop.clone(), l.h1());
         std::thread::spawn(move || {

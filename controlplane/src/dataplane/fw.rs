@@ -53,6 +53,7 @@ pub struct FirewallMaps {
     rules: MmapArray<FwRule>,
     fields: MmapArray<u32>,
     keys: [GenerationKeys; 2],
+    barrier: std::sync::Arc<super::RcuBarrier>,
 }
 
 impl FirewallMaps {
@@ -80,7 +81,16 @@ impl FirewallMaps {
             rules: MmapArray::new(ebpf, "FW_RULES")?,
             fields: MmapArray::new(ebpf, "FW_FIELDS")?,
             keys: Default::default(),
+            barrier: std::sync::Arc::new(
+                super::RcuBarrier::new().map_err(DataplaneError::Barrier)?,
+            ),
         })
+    }
+
+    /// Waits for an RCU grace period (see `dataplane::rcu`): after a flip,
+    /// until no packet can still be reading the old generation.
+    pub fn barrier(&self) -> std::sync::Arc<super::RcuBarrier> {
+        self.barrier.clone()
     }
 
     /// Bitmaps one generation may use (half the pool).

@@ -32,13 +32,7 @@ use self::{
     rule::{Chain, Problem, Ruleset},
     store::StoreError,
 };
-use crate::dataplane::{Count, Dataplane, DataplaneError, InstallStats};
-
-/// How long after a flip the generation packets left may be rewritten. An
-/// XDP program run takes microseconds and cannot sleep; a packet that read
-/// the old generation index is long gone after this (1000x margin), so it
-/// never sees a half-rewritten ruleset.
-const GRACE: Duration = Duration::from_millis(10);
+use crate::dataplane::{Count, Dataplane, DataplaneError, InstallStats, RcuBarrier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -50,6 +44,8 @@ pub enum FirewallError {
     Store(#[from] StoreError),
     #[error("the dataplane lock is poisoned (a thread panicked holding it)")]
     Poisoned,
+    #[error("waiting for packets to leave the old ruleset failed: {0}")]
+    Barrier(#[source] std::io::Error),
     /// A commit is waiting for confirmation: nothing else may commit.
     #[error(
         "commit #{commit} is waiting for confirmation ({seconds_left} s left): confirm it \
@@ -140,7 +136,10 @@ pub struct Firewall {
     dataplane: Arc<Mutex<Dataplane>>,
     active: Option<Active>,
     carry: RuleCounters,
-    last_flip: Option<Instant>,
+    /// Waits until no packet can still be using the generation a flip
+    /// left: the next write to it, or the last read of its counters, is
+    /// then safe.
+    barrier: Arc<RcuBarrier>,
     /// A commit waiting for confirmation (`confirm`).
     pending: Option<confirm::Pending>,
 }
@@ -156,12 +155,16 @@ struct Applied {
 
 impl Firewall {
     pub fn new(db: SqlitePool, dataplane: Arc<Mutex<Dataplane>>) -> Self {
+        let barrier = match dataplane.lock() {
+            Ok(dp) => dp.firewall().barrier(),
+            Err(poisoned) => poisoned.into_inner().firewall().barrier(),
+        };
         Self {
             db,
             dataplane,
             active: None,
             carry: RuleCounters::default(),
-            last_flip: None,
+            barrier,
             pending: None,
         }
     }
@@ -253,19 +256,21 @@ impl Firewall {
         });
     }
 
-    async fn wait_for_grace(&self) {
-        if let Some(at) = self.last_flip {
-            let left = GRACE.saturating_sub(at.elapsed());
-            if !left.is_zero() {
-                tokio::time::sleep(left).await;
-            }
-        }
+    /// Wait for an RCU grace period after a flip: every packet that read
+    /// the old generation index has left the program. Without this a
+    /// packet stalled mid-run (a descheduled vCPU) could read a generation
+    /// that the next commit is rewriting.
+    async fn wait_for_packets(&self) -> Result<(), FirewallError> {
+        let barrier = self.barrier.clone();
+        tokio::task::spawn_blocking(move || barrier.wait())
+            .await
+            .map_err(|_| FirewallError::Poisoned)?
+            .map_err(FirewallError::Barrier)
     }
 
     /// Compile, install into the inactive generation, flip; then fold the
     /// old generation's counters into the carried totals.
     async fn apply(&mut self, ruleset: &Ruleset) -> Result<Applied, FirewallError> {
-        self.wait_for_grace().await;
         let t = Instant::now();
         let (target, compiled) = {
             let dp = self.dataplane.lock().map_err(|_| FirewallError::Poisoned)?;
@@ -289,10 +294,9 @@ impl Firewall {
             stats
         };
         let install_time = t.elapsed();
-        self.last_flip = Some(Instant::now());
-        // Let packets that read the old index finish before reading its
-        // counters for the last time.
-        tokio::time::sleep(GRACE).await;
+        // Packets that read the old index finish before its counters are
+        // read for the last time and before the next commit rewrites it.
+        self.wait_for_packets().await?;
         self.harvest()?;
         Ok(Applied {
             generation: target,
@@ -307,7 +311,6 @@ impl Firewall {
     fn flip(&mut self, generation: u32) -> Result<(), FirewallError> {
         let mut dp = self.dataplane.lock().map_err(|_| FirewallError::Poisoned)?;
         dp.firewall_mut().flip(generation)?;
-        self.last_flip = Some(Instant::now());
         Ok(())
     }
 
