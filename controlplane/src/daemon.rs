@@ -15,9 +15,9 @@ use tracing::{info, warn};
 use crate::{
     bpffs, conntrack,
     dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
-    firewall::{Firewall, FirewallError},
     db,
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
+    firewall::{Firewall, FirewallError},
     http,
     managed::{self, Wanted},
     netlink::{

@@ -27,8 +27,8 @@ mod fw;
 mod mmap;
 mod rcu;
 pub use fw::{FirewallMaps, InstallStats};
-pub use rcu::RcuBarrier;
 use mmap::MmapArray;
+pub use rcu::RcuBarrier;
 
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpgate"));

@@ -15,10 +15,10 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use dataplane_common::{
     CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_IS_LO, CT_F_SEEN_REPLY, CT_ICMP, CT_OTHER_REPLIED,
-    CT_OTHER_UNREPLIED, CT_STATE_ESTABLISHED, CT_STATE_INVALID, CT_STATE_NEW,
-    CT_STATE_RELATED, CT_STATE_UNTRACKED, CT_TCP_CLOSE, CT_TCP_CLOSE_WAIT,
-    CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_LAST_ACK, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT,
-    CT_TCP_TIME_WAIT, CT_TIMEOUTS, CT_UDP_REPLIED, CT_UDP_UNREPLIED, Config, CtEntry, CtKey,
+    CT_OTHER_UNREPLIED, CT_STATE_ESTABLISHED, CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED,
+    CT_STATE_UNTRACKED, CT_TCP_CLOSE, CT_TCP_CLOSE_WAIT, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT,
+    CT_TCP_LAST_ACK, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_TIMEOUTS,
+    CT_UDP_REPLIED, CT_UDP_UNREPLIED, Config, CtEntry, CtKey,
 };
 
 use crate::{
@@ -303,7 +303,9 @@ fn is_echo_request(v: &View) -> bool {
 
 #[inline(always)]
 fn is_echo(v: &View) -> bool {
-    is_echo_request(v) || (v.family == 4 && v.icmp_type == 0) || (v.family == 6 && v.icmp_type == 129)
+    is_echo_request(v)
+        || (v.family == 4 && v.icmp_type == 0)
+        || (v.family == 6 && v.icmp_type == 129)
 }
 
 /// Error messages that quote the packet that caused them: ICMP destination
@@ -344,7 +346,15 @@ pub fn related(ctx: &XdpContext, packet: &Packet, config: &Config, s: &mut Scrat
         IPPROTO_ICMP | IPPROTO_ICMPV6 => (q.id, q.id),
         _ => (0, 0),
     };
-    canonical(&mut s.ct.key, s.view.family, q.proto, &q.src, sport, &q.dst, dport);
+    canonical(
+        &mut s.ct.key,
+        s.view.family,
+        q.proto,
+        &q.src,
+        sport,
+        &q.dst,
+        dport,
+    );
     if let Some(e) = CONNTRACK.get_ptr(&s.ct.key)
         && !expired(e, config, s.ct.now)
     {

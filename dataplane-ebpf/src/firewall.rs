@@ -9,11 +9,10 @@
 //! lookups plus one AND per 64 rules, whatever the rules contain.
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use dataplane_common::{
-    CFG_F_TRACK_ALL, CHAIN_F_CONNTRACK, CT_STATE_UNTRACKED, Counter, CtEntry,
-    FIELD_CT_STATE, FIELD_DPORT, FIELD_ICMP4, FIELD_ICMP6, FIELD_PROTO, FIELD_SPORT,
-    FIELD_STRIDE, FIELD_TCP_FLAGS, FW_ACCEPT, FW_CHAINS, FW_COUNTERS_PER_TABLE, FW_DIR_IN,
-    FW_DIR_OUT, FW_MAX_RULES, FW_REJECT, FW_SIDE_DST, FW_SIDE_SRC, FW_WORDS, FwIfaceKey,
-    Reason, RuleBitmap, fw_prefix_tag,
+    CFG_F_TRACK_ALL, CHAIN_F_CONNTRACK, CT_STATE_UNTRACKED, Counter, CtEntry, FIELD_CT_STATE,
+    FIELD_DPORT, FIELD_ICMP4, FIELD_ICMP6, FIELD_PROTO, FIELD_SPORT, FIELD_STRIDE, FIELD_TCP_FLAGS,
+    FW_ACCEPT, FW_CHAINS, FW_COUNTERS_PER_TABLE, FW_DIR_IN, FW_DIR_OUT, FW_MAX_RULES, FW_REJECT,
+    FW_SIDE_DST, FW_SIDE_SRC, FW_WORDS, FwIfaceKey, Reason, RuleBitmap, fw_prefix_tag,
 };
 
 use crate::{
@@ -279,7 +278,11 @@ fn first_match(s: &Scratch) -> Option<u32> {
         info.no_tcp_flags
     };
     let icmp = if v.is_icmp {
-        let block = if v.family == 4 { FIELD_ICMP4 } else { FIELD_ICMP6 };
+        let block = if v.family == 4 {
+            FIELD_ICMP4
+        } else {
+            FIELD_ICMP6
+        };
         field(block + ((v.icmp_type as u32) << 8 | v.icmp_code as u32))?
     } else {
         info.no_icmp

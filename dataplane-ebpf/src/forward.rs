@@ -4,15 +4,15 @@
 //! same way; the kernel then sends the ICMP errors and resolves neighbours).
 use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key, programs::XdpContext};
 use dataplane_common::{
-    CHAIN_FORWARD, CHAIN_INPUT, IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo, MAX_ECMP, NH_CONNECTED, NeighKey, NextHop,
-    ROUTE_BLACKHOLE, ROUTE_KERNEL, ROUTE_LOCAL, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST,
-    ROUTE_UNREACHABLE, Reason, Route, VlanKey, ipv4_mapped,
-    DIR24_LPM, DIR24_TBL8, ROUTE_LOOKUP_DIR24, dir24_decode,
+    CHAIN_FORWARD, CHAIN_INPUT, DIR24_LPM, DIR24_TBL8, IFACE_F_FORWARD, IFACE_F_UP, IfaceInfo,
+    MAX_ECMP, NH_CONNECTED, NeighKey, NextHop, ROUTE_BLACKHOLE, ROUTE_KERNEL, ROUTE_LOCAL,
+    ROUTE_LOOKUP_DIR24, ROUTE_MULTIPATH, ROUTE_PROHIBIT, ROUTE_UNICAST, ROUTE_UNREACHABLE, Reason,
+    Route, VlanKey, dir24_decode, ipv4_mapped,
 };
 
 use crate::{
-    headers::{ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
     firewall::Scratch,
+    headers::{ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
     maps::{
         CONFIG, IFACES, NEIGHBOURS, NEXTHOPS, NH_GROUPS, PORTS, ROUTES_V4, ROUTES_V6, TBL8, TBL24,
         VLANS,

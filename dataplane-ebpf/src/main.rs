@@ -58,7 +58,11 @@ fn decide(ctx: &XdpContext) -> (u32, Reason, Option<Class>) {
     if let Err(reason) = forward::route(ctx, &packet, s) {
         // A packet for the kernel that XDP would not route anyway keeps
         // its own reason: the firewall only changes what the kernel gets.
-        let reason = if then == Reason::Forwarded { reason } else { then };
+        let reason = if then == Reason::Forwarded {
+            reason
+        } else {
+            then
+        };
         return (s.plan.slot, reason, class);
     }
     let mut entry = core::ptr::null_mut();

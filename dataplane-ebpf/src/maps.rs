@@ -97,13 +97,16 @@ pub static FW_IFACES: HashMap<FwIfaceKey, u32> = HashMap::with_max_entries(FW_MA
 /// Firewall: bitmap ids of source / destination prefixes (set members
 /// included), per table and side.
 #[map]
-pub static FW_PREFIXES_V4: LpmTrie<FwPrefixV4, u32> = LpmTrie::with_max_entries(FW_MAX_PREFIXES_V4, 0);
+pub static FW_PREFIXES_V4: LpmTrie<FwPrefixV4, u32> =
+    LpmTrie::with_max_entries(FW_MAX_PREFIXES_V4, 0);
 #[map]
-pub static FW_PREFIXES_V6: LpmTrie<FwPrefixV6, u32> = LpmTrie::with_max_entries(FW_MAX_PREFIXES_V6, 0);
+pub static FW_PREFIXES_V6: LpmTrie<FwPrefixV6, u32> =
+    LpmTrie::with_max_entries(FW_MAX_PREFIXES_V6, 0);
 
 /// Firewall: packets and bytes per rule position and chain policy, per CPU.
 #[map]
-pub static FW_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FW_RULE_COUNTER_ENTRIES, 0);
+pub static FW_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(FW_RULE_COUNTER_ENTRIES, 0);
 
 /// Connection tracking: canonical 5-tuple -> state. LRU, so a full table
 /// evicts the least recently used flow rather than refusing new ones. The

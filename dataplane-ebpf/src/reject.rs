@@ -132,9 +132,8 @@ fn icmp6_unreachable(ctx: &XdpContext, packet: &Packet, v: &View) -> Result<(), 
     prepend(ctx, l2, 48)?;
     resize(ctx, l2 + 48 + quote)?;
     write_ip(ctx, l2, v, IPPROTO_ICMPV6, 8 + quote, 0)?;
-    let sum = pseudo_header(v, IPPROTO_ICMPV6, 8 + quote)
-        + 0x0104
-        + sum_quote_v6(ctx, l2 + 48, quote)?;
+    let sum =
+        pseudo_header(v, IPPROTO_ICMPV6, 8 + quote) + 0x0104 + sum_quote_v6(ctx, l2 + 48, quote)?;
     write_icmp(ctx, l2 + 40, [1, 4], fold(sum))
 }
 

@@ -91,7 +91,10 @@ fn drop_new_from_outside_accept_established() {
     // The connections are in the table.
     let ct = client::get_json(daemon.api, "/api/v1/conntrack").ok();
     if let Some(ct) = ct {
-        assert!(ct["items"].as_array().is_some_and(|a| !a.is_empty()), "{ct}");
+        assert!(
+            ct["items"].as_array().is_some_and(|a| !a.is_empty()),
+            "{ct}"
+        );
     }
 }
 
@@ -108,7 +111,18 @@ fn rejected_tcp_connect_fails_fast_with_rst() {
     );
     let t = Instant::now();
     let out = Command::new("ip")
-        .args(["netns", "exec", &l.h1(), "nc", "-z", "-v", "-w", "5", H2_V4, "9"])
+        .args([
+            "netns",
+            "exec",
+            &l.h1(),
+            "nc",
+            "-z",
+            "-v",
+            "-w",
+            "5",
+            H2_V4,
+            "9",
+        ])
         .output()
         .expect("run nc");
     let took = t.elapsed();
@@ -151,7 +165,10 @@ fn input_chain_drops_a_flood_before_the_kernel_sees_it() {
     let after = nstat(&l.router());
     let seen = after.get("UdpNoPorts").copied().unwrap_or(0)
         - before.get("UdpNoPorts").copied().unwrap_or(0);
-    assert!(seen >= 150, "the kernel saw only {seen} of 200 without a rule");
+    assert!(
+        seen >= 150,
+        "the kernel saw only {seen} of 200 without a rule"
+    );
 
     apply(
         daemon.api,
@@ -270,9 +287,19 @@ fn a_stream_crosses_a_thousand_commits_with_every_verdict_from_one_ruleset() {
         "1000 commits: sent {sent}, forwarded {forwarded}, filtered {filtered}, received {received}, policy {policy}"
     );
     assert!(sent > 1000, "the stream was too thin: {sent}");
-    assert!(forwarded > 0 && filtered > 0, "both rulesets must have acted");
-    assert_eq!(policy, 0, "a packet fell through to a policy: a mixed ruleset");
-    assert_eq!(forwarded + filtered, sent, "every packet got exactly one verdict");
+    assert!(
+        forwarded > 0 && filtered > 0,
+        "both rulesets must have acted"
+    );
+    assert_eq!(
+        policy, 0,
+        "a packet fell through to a policy: a mixed ruleset"
+    );
+    assert_eq!(
+        forwarded + filtered,
+        sent,
+        "every packet got exactly one verdict"
+    );
     assert_eq!(received, forwarded, "what XDP forwarded is what arrived");
 }
 
@@ -298,7 +325,10 @@ fn a_restarted_daemon_restores_the_ruleset_before_attaching() {
     let attached = log
         .find("attached")
         .unwrap_or_else(|| panic!("attach not logged: {log}"));
-    assert!(restored < attached, "attached before the ruleset was in: {log}");
+    assert!(
+        restored < attached,
+        "attached before the ruleset was in: {log}"
+    );
     let active = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
     assert_eq!(active["commit"].as_i64(), Some(commit), "{active}");
     assert!(!ping(&l.h1(), H2_V4, 1), "ICMP crossed after the restart");
@@ -344,7 +374,11 @@ comment = "no UDP 7xxx to h2"
     )
     .expect("write");
     let out = acl(daemon.api, &["apply", good.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
 
     // Two mistakes, on lines 4 and 9: both reported, nothing applied.
@@ -357,19 +391,28 @@ comment = "no UDP 7xxx to h2"
     let out = acl(daemon.api, &["apply", bad.to_str().expect("utf-8")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a bad file was accepted");
-    assert!(err.contains("bad.toml:4:") && err.contains("reversed"), "{err}");
+    assert!(
+        err.contains("bad.toml:4:") && err.contains("reversed"),
+        "{err}"
+    );
     assert!(err.contains("bad.toml:6:"), "{err}");
     assert!(err.contains("nosuchset"), "{err}");
     let after = client::get_json(daemon.api, "/api/v1/firewall/active").expect("active");
-    assert_eq!(before["commit"], after["commit"], "the running ruleset changed");
+    assert_eq!(
+        before["commit"], after["commit"],
+        "the running ruleset changed"
+    );
 
     // `acl show` lists the rule with its counters.
-    let got = xdpgate_tests::traffic::udp_burst(&l.h1(), &l.h2(), ip(H2_V4), 7500, 20, 100)
-        .expect("udp");
+    let got =
+        xdpgate_tests::traffic::udp_burst(&l.h1(), &l.h2(), ip(H2_V4), 7500, 20, 100).expect("udp");
     assert_eq!(got, 0, "UDP 7500 crossed the drop rule");
     let out = acl(daemon.api, &["show"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("no UDP 7xxx to h2") && text.contains("20"), "{text}");
+    assert!(
+        text.contains("no UDP 7xxx to h2") && text.contains("20"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

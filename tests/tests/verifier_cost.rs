@@ -11,7 +11,9 @@ fn main_program_verifies_within_budget() {
         .expect("main program")
         .info()
         .expect("program info");
-    let insns = info.verified_instruction_count().expect("kernel reports it");
+    let insns = info
+        .verified_instruction_count()
+        .expect("kernel reports it");
     println!("verified instructions: {insns} of 1000000");
     // Half the budget: beyond it, a small change could tip it over.
     assert!(insns < 500_000, "{insns} verified instructions");

@@ -157,7 +157,10 @@ impl FirewallMaps {
         }
         // What the generation held before and holds no more.
         let old = std::mem::replace(&mut self.keys[generation as usize], keys);
-        for key in old.ifaces.difference(&self.keys[generation as usize].ifaces) {
+        for key in old
+            .ifaces
+            .difference(&self.keys[generation as usize].ifaces)
+        {
             ignore_missing(self.ifaces.remove(key)).map_err(map_err("FW_IFACES"))?;
         }
         let stale: Vec<(u8, IpNet)> = old

@@ -9,12 +9,12 @@
 //!   maps and flips the generation index.
 pub mod compile;
 mod confirm;
+pub mod file;
 pub mod reference;
 pub mod rule;
+pub mod store;
 #[doc(hidden)]
 pub mod testgen;
-pub mod file;
-pub mod store;
 
 use std::{
     collections::HashMap,
@@ -302,7 +302,10 @@ impl Firewall {
             generation: target,
             positions: positions(&compiled),
             stats,
-            rules: [compiled.chains[0].rules.len(), compiled.chains[1].rules.len()],
+            rules: [
+                compiled.chains[0].rules.len(),
+                compiled.chains[1].rules.len(),
+            ],
             compile: compile_time,
             install: install_time,
         })

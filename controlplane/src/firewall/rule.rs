@@ -234,7 +234,9 @@ impl FromStr for Proto {
             .find(|(name, _)| *name == lower)
             .map(|(_, n)| Proto(*n))
             .ok_or_else(|| {
-                format!("unknown protocol {s:?} (tcp, udp, icmp, icmpv6, gre, esp, ah, sctp or 0-255)")
+                format!(
+                    "unknown protocol {s:?} (tcp, udp, icmp, icmpv6, gre, esp, ah, sctp or 0-255)"
+                )
             })
     }
 }
@@ -668,7 +670,9 @@ impl Rule {
         if let (Some(AddrMatch::Prefix(s)), Some(AddrMatch::Prefix(d))) = (&self.src, &self.dst)
             && s.addr().is_ipv4() != d.addr().is_ipv4()
         {
-            out.push(format!("src {s} and dst {d} are of different address families"));
+            out.push(format!(
+                "src {s} and dst {d} are of different address families"
+            ));
         }
         for name in [&self.in_iface, &self.out_iface].into_iter().flatten() {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {

@@ -88,7 +88,11 @@ async fn list(
         .into_iter()
         .filter(|i| chain.is_none_or(|c| i.rule.chain == c))
         .collect();
-    Ok(Json(super::fib::page_of(items, q.limit, q.cursor.as_deref())?))
+    Ok(Json(super::fib::page_of(
+        items,
+        q.limit,
+        q.cursor.as_deref(),
+    )?))
 }
 
 fn with_positions(rules: Vec<Rule>) -> Vec<RuleItem> {

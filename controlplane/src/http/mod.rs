@@ -24,9 +24,7 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 
 pub use self::error::Error;
-use crate::{
-    dataplane::Dataplane, firewall::Firewall, managed::Wanted, netlink::sync::SyncStatus,
-};
+use crate::{dataplane::Dataplane, firewall::Firewall, managed::Wanted, netlink::sync::SyncStatus};
 
 /// Shared by every handler.
 #[derive(Clone)]
