@@ -15,6 +15,11 @@ use super::{AppState, app};
 use crate::{dataplane::Dataplane, firewall::Firewall, netlink::sync::SyncStatus};
 
 pub async fn state() -> AppState {
+    state_on(true).await
+}
+
+/// [`state`] for a listener on loopback or not (the auth layer's rule).
+pub async fn state_on(listener_is_loopback: bool) -> AppState {
     let db = crate::db::open(Path::new(":memory:")).await.expect("db");
     let dataplane = Arc::new(Mutex::new(
         Dataplane::load().expect("load the XDP object (needs root)"),
@@ -26,7 +31,7 @@ pub async fn state() -> AppState {
         sync: tokio::sync::watch::channel(SyncStatus::default()).1,
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted: Default::default(),
-        listener_is_loopback: true,
+        listener_is_loopback,
     }
 }
 

@@ -1,38 +1,16 @@
 //! The auth and body-limit layers through `app(state).oneshot(...)`,
 //! against a loaded (not attached) XDP object: needs root, like the other
 //! API tests.
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-};
-
 use axum::{Router, body::Body, http::Request};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::{
-    dataplane::Dataplane,
-    firewall::Firewall,
-    http::{AppState, app},
-    netlink::sync::SyncStatus,
-};
+use crate::http::{AppState, app};
 
 async fn state(listener_is_loopback: bool) -> AppState {
-    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
-    let dataplane = Arc::new(Mutex::new(
-        Dataplane::load().expect("load the XDP object (needs root)"),
-    ));
-    let firewall = Firewall::new(db.clone(), dataplane.clone());
-    AppState {
-        dataplane,
-        db,
-        sync: tokio::sync::watch::channel(SyncStatus::default()).1,
-        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
-        wanted: Default::default(),
-        listener_is_loopback,
-    }
+    crate::http::testutil::state_on(listener_is_loopback).await
 }
 
 struct Answer {

@@ -1,55 +1,8 @@
 //! The firewall API against a loaded (not attached) XDP object: needs root,
 //! like the other API tests.
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-};
-
-use axum::{body::Body, http::Request};
-use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use crate::{
-    dataplane::Dataplane,
-    firewall::Firewall,
-    http::{AppState, app},
-    netlink::sync::SyncStatus,
-};
-
-async fn state() -> AppState {
-    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
-    let dataplane = Arc::new(Mutex::new(
-        Dataplane::load().expect("load the XDP object (needs root)"),
-    ));
-    let firewall = Firewall::new(db.clone(), dataplane.clone());
-    AppState {
-        dataplane,
-        db,
-        sync: tokio::sync::watch::channel(SyncStatus::default()).1,
-        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
-        wanted: Default::default(),
-        listener_is_loopback: true,
-    }
-}
-
-async fn call(st: &AppState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app(st.clone())
-        .oneshot(req.body(body).expect("request"))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON body"))
-}
+use crate::http::testutil::{call, state};
 
 fn ruleset() -> Value {
     json!({

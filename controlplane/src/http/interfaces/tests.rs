@@ -8,18 +8,11 @@ use std::{
     },
 };
 
-use axum::{body::Body, http::Request};
-use http_body_util::BodyExt as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 use crate::{
-    dataplane::Dataplane,
-    http::{AppState, app},
-    managed::Wanted,
-    netlink::sync::SyncStatus,
-    netns,
+    dataplane::Dataplane, http::AppState, managed::Wanted, netlink::sync::SyncStatus, netns,
 };
 
 /// A namespace with `veth0`/`veth1` (up) and `br0` (up), deleted on
@@ -97,23 +90,7 @@ async fn state(wanted: Wanted, sync: SyncStatus) -> AppState {
     }
 }
 
-async fn call(st: &AppState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app(st.clone())
-        .oneshot(req.body(body).expect("request"))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
-}
+use crate::http::testutil::call;
 
 #[test]
 fn attach_then_detach_a_veth_with_every_error_status() {
