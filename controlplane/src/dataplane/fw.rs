@@ -6,11 +6,14 @@
 //! `BPF_F_MMAPABLE` arrays written through `mmap` (kernel/bpf/arraymap.c
 //! array_map_mmap): a commit of 4,096 rules is a few megabytes of memcpy
 //! instead of hundreds of thousands of `bpf()` calls.
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie},
+    maps::{
+        Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
     util::nr_cpus,
 };
 use dataplane_common::{
@@ -192,43 +195,23 @@ impl FirewallMaps {
 
     fn set_prefix(&mut self, tag: u8, net: IpNet, id: u32) -> Result<(), DataplaneError> {
         match net {
-            IpNet::V4(n) => {
-                let mut data = [0u8; 8];
-                data[0] = tag;
-                data[1..5].copy_from_slice(&n.network().octets());
-                let key = aya::maps::lpm_trie::Key::new(8 + u32::from(n.prefix_len()), data);
-                self.prefixes_v4
-                    .insert(&key, id, 0)
-                    .map_err(map_err("FW_PREFIXES_V4"))
-            }
-            IpNet::V6(n) => {
-                let mut data = [0u8; 20];
-                data[0] = tag;
-                data[1..17].copy_from_slice(&n.network().octets());
-                let key = aya::maps::lpm_trie::Key::new(8 + u32::from(n.prefix_len()), data);
-                self.prefixes_v6
-                    .insert(&key, id, 0)
-                    .map_err(map_err("FW_PREFIXES_V6"))
-            }
+            IpNet::V4(_) => self
+                .prefixes_v4
+                .insert(&prefix_key_v4(tag, net), id, 0)
+                .map_err(map_err("FW_PREFIXES_V4")),
+            IpNet::V6(_) => self
+                .prefixes_v6
+                .insert(&prefix_key_v6(tag, net), id, 0)
+                .map_err(map_err("FW_PREFIXES_V6")),
         }
     }
 
     fn remove_prefix(&mut self, tag: u8, net: IpNet) -> Result<(), DataplaneError> {
         match net {
-            IpNet::V4(n) => {
-                let mut data = [0u8; 8];
-                data[0] = tag;
-                data[1..5].copy_from_slice(&n.network().octets());
-                let key = aya::maps::lpm_trie::Key::new(8 + u32::from(n.prefix_len()), data);
-                ignore_missing(self.prefixes_v4.remove(&key)).map_err(map_err("FW_PREFIXES_V4"))
-            }
-            IpNet::V6(n) => {
-                let mut data = [0u8; 20];
-                data[0] = tag;
-                data[1..17].copy_from_slice(&n.network().octets());
-                let key = aya::maps::lpm_trie::Key::new(8 + u32::from(n.prefix_len()), data);
-                ignore_missing(self.prefixes_v6.remove(&key)).map_err(map_err("FW_PREFIXES_V6"))
-            }
+            IpNet::V4(_) => ignore_missing(self.prefixes_v4.remove(&prefix_key_v4(tag, net)))
+                .map_err(map_err("FW_PREFIXES_V4")),
+            IpNet::V6(_) => ignore_missing(self.prefixes_v6.remove(&prefix_key_v6(tag, net)))
+                .map_err(map_err("FW_PREFIXES_V6")),
         }
     }
 
@@ -297,4 +280,25 @@ impl FirewallMaps {
     pub fn conntrack_capacity(&self) -> u32 {
         self.conntrack_capacity
     }
+}
+
+/// LPM key of an IPv4 prefix of the (table, side) `tag`: the tag byte, then
+/// the address; the length counts the tag's 8 bits.
+fn prefix_key_v4(tag: u8, net: IpNet) -> Key<FwPrefixV4> {
+    let mut data = [0u8; 8];
+    data[0] = tag;
+    if let IpAddr::V4(a) = net.network() {
+        data[1..5].copy_from_slice(&a.octets());
+    }
+    Key::new(8 + u32::from(net.prefix_len()), data)
+}
+
+/// [`prefix_key_v4`] for IPv6.
+fn prefix_key_v6(tag: u8, net: IpNet) -> Key<FwPrefixV6> {
+    let mut data = [0u8; 20];
+    data[0] = tag;
+    if let IpAddr::V6(a) = net.network() {
+        data[1..17].copy_from_slice(&a.octets());
+    }
+    Key::new(8 + u32::from(net.prefix_len()), data)
 }
