@@ -6,8 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    client,
-    daemon::{self, RunConfig},
+    client, config, daemon,
     dataplane::AttachMode,
     fib::{NeighSpec, RouteSpec},
     lab::{DaemonOptions, Lab, LabOptions},
@@ -62,22 +61,43 @@ pub enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// The config file of `xdpgate run`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file: every mistake with its line; exits 1 on errors
+    /// (interfaces missing on this host are only warnings).
+    Check {
+        /// The file, e.g. /etc/xdpgate/config.toml.
+        file: PathBuf,
+    },
 }
 
 #[derive(Parser, Debug)]
 pub struct RunArgs {
-    /// Interface to attach to (repeat for several).
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// Config file (TOML; one key per flag, flags override it). Default:
+    /// /etc/xdpgate/config.toml when it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Interface to attach to (repeat for several). Required here or as
+    /// `interfaces` in the config file.
+    #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
     /// XDP attach mode: native (in the driver) or skb (generic).
-    #[arg(long, default_value = "native", value_parser = parse_mode)]
-    pub xdp_mode: AttachMode,
-    /// Where the HTTP API listens.
-    #[arg(long, default_value = DEFAULT_API)]
-    pub api: SocketAddr,
-    /// SQLite database path.
-    #[arg(long, default_value = DEFAULT_DB)]
-    pub db: PathBuf,
+    /// [default: native]
+    #[arg(long, value_parser = parse_mode)]
+    pub xdp_mode: Option<AttachMode>,
+    /// Where the HTTP API listens. [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// SQLite database path. [default: /var/lib/xdpgate/xdpgate.db]
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// Enter this network namespace after binding the API listener.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
@@ -95,19 +115,21 @@ pub struct RunArgs {
     pub no_kernel_sync: bool,
     /// Routing table whose routes XDP follows (repeatable; in order of
     /// preference). The local table's own addresses are always followed.
-    #[arg(long = "table", value_name = "ID", default_values_t = [crate::netlink::RT_TABLE_MAIN])]
+    /// [default: 254 (main)]
+    #[arg(long = "table", value_name = "ID")]
     pub tables: Vec<u32>,
     /// Netlink receive buffer in bytes (for tests that force overruns).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub netlink_rcvbuf: Option<usize>,
     /// Rule bitmaps the firewall can hold (both generations together);
     /// raise it when a commit says the pool is full. 512 bytes each.
-    #[arg(long, default_value_t = dataplane_common::FW_DEFAULT_BITMAPS, value_name = "N")]
-    pub fw_bitmaps: u32,
+    /// [default: 32768]
+    #[arg(long, value_name = "N")]
+    pub fw_bitmaps: Option<u32>,
     /// Capacity of the connection-tracking table (an LRU: when full, the
-    /// least recently used connection is forgotten).
-    #[arg(long, default_value_t = dataplane_common::CT_DEFAULT_MAX, value_name = "N")]
-    pub conntrack_max: u32,
+    /// least recently used connection is forgotten). [default: 262144]
+    #[arg(long, value_name = "N")]
+    pub conntrack_max: Option<u32>,
     /// Idle timeout of a connection state, NAME=SECONDS (repeatable):
     /// syn_sent syn_recv established fin_wait close_wait last_ack
     /// time_wait close udp udp_stream icmp other other_stream. The others
@@ -117,12 +139,13 @@ pub struct RunArgs {
     /// IPv4 route lookup: dir24 (DIR-24-8, flat cost at any table size;
     /// the LPM trie is kept beside it) or lpm (the BPF LPM trie alone,
     /// 64 MiB less kernel memory). IPv6 always uses the trie.
-    #[arg(long, default_value = "dir24", value_name = "dir24|lpm")]
-    pub route_lookup: crate::dir24::RouteLookup,
+    /// [default: dir24]
+    #[arg(long, value_name = "dir24|lpm")]
+    pub route_lookup: Option<crate::dir24::RouteLookup>,
     /// DIR-24-8 groups for /24 blocks holding longer prefixes (1 KiB
-    /// each); a block without one is served by the trie.
-    #[arg(long, default_value_t = dataplane_common::DIR24_DEFAULT_TBL8_GROUPS, value_name = "N")]
-    pub tbl8_groups: u32,
+    /// each); a block without one is served by the trie. [default: 8192]
+    #[arg(long, value_name = "N")]
+    pub tbl8_groups: Option<u32>,
 }
 
 #[derive(Parser, Debug)]
@@ -238,9 +261,22 @@ fn parse_mode(s: &str) -> Result<AttachMode, String> {
     s.parse()
 }
 
-pub fn init_tracing(verbose: u8) {
+/// The log level `xdpgate run` takes from its config file, if any (an
+/// unreadable or invalid file is reported by `dispatch`, not here).
+pub fn config_log_level(cli: &Cli) -> Option<String> {
+    let Command::Run(a) = &cli.command else {
+        return None;
+    };
+    let path = config::config_path(a.config.as_deref())?;
+    let src = std::fs::read_to_string(path).ok()?;
+    config::check(&src, &|_| true).settings?.log_level
+}
+
+/// RUST_LOG, else -v/-vv, else `file_level` (the config file's
+/// `log_level`), else info.
+pub fn init_tracing(verbose: u8, file_level: Option<&str>) {
     let default = match verbose {
-        0 => "info",
+        0 => file_level.unwrap_or("info"),
         1 => "debug",
         _ => "trace",
     };
@@ -254,26 +290,13 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(a) => daemon::run(RunConfig {
-            ifaces: a.ifaces,
-            mode: a.xdp_mode,
-            api: a.api,
-            db: a.db,
-            netns: a.netns,
-            routes: a.routes,
-            neighbours: a.neighbours,
-            kernel_sync: !a.no_kernel_sync,
-            tables: a.tables,
-            netlink_rcvbuf: a.netlink_rcvbuf,
-            load: crate::dataplane::LoadOptions {
-                fw_bitmaps: a.fw_bitmaps,
-                conntrack_max: a.conntrack_max,
-                route_lookup: a.route_lookup,
-                tbl8_groups: a.tbl8_groups,
-                ..Default::default()
-            },
-            ct_timeouts: crate::conntrack::timeouts_with(&a.ct_timeouts),
-        })?,
+        Command::Run(a) => {
+            let file = match config::config_path(a.config.as_deref()) {
+                Some(path) => config::load(&path)?,
+                None => config::Settings::default(),
+            };
+            daemon::run(config::run_config(a, file)?)?
+        }
         Command::Stats(a) => stats(&a)?,
         Command::Routes(a) => view(&a, "routes")?,
         Command::Neighbours(a) => view(&a, "neighbours")?,
@@ -283,8 +306,27 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Conntrack(a) => conntrack::run(a)?,
         Command::Loadgen(a) => crate::loadgen::run_cli(a)?,
         Command::Token { command } => token::run(command)?,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file)?,
     }
     Ok(())
+}
+
+fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let src = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read config file {}", file.display()))?;
+    let checked = config::check(&src, &config::host_has_iface);
+    for d in &checked.diagnostics {
+        println!("{}:{d}", file.display());
+    }
+    match checked.errors() {
+        0 => {
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        n => anyhow::bail!("{}: {n} error(s)", file.display()),
+    }
 }
 
 fn stats(a: &StatsArgs) -> anyhow::Result<()> {
@@ -566,7 +608,9 @@ mod tests {
 
     #[test]
     fn run_requires_an_interface_and_rejects_bad_modes() {
-        assert!(Cli::try_parse_from(["xdpgate", "run"]).is_err());
+        // Interfaces may come from the config file: clap accepts none, and
+        // `config::run_config` refuses them (tested there).
+        assert!(Cli::try_parse_from(["xdpgate", "run"]).is_ok());
         let err = Cli::try_parse_from(["xdpgate", "run", "--iface", "a", "--xdp-mode", "turbo"])
             .expect_err("bad mode");
         assert!(err.to_string().contains("expected native or skb"), "{err}");
@@ -576,7 +620,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(a.ifaces, ["a", "b"]);
-        assert_eq!(a.xdp_mode, AttachMode::Native);
+        assert_eq!(a.xdp_mode, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod bpffs;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod conntrack;
 pub mod daemon;
 pub mod dataplane;

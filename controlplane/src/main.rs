@@ -2,7 +2,8 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = xdpgate::cli::Cli::parse();
-    xdpgate::cli::init_tracing(cli.verbose);
+    let file_level = xdpgate::cli::config_log_level(&cli);
+    xdpgate::cli::init_tracing(cli.verbose, file_level.as_deref());
     match xdpgate::cli::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
