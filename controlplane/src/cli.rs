@@ -61,6 +61,9 @@ pub enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Detach XDP and remove what `xdpgate run` pinned (it outlives the
+    /// daemon by design).
+    Detach(DetachArgs),
     /// The config file of `xdpgate run`.
     Config {
         #[command(subcommand)]
@@ -146,6 +149,34 @@ pub struct RunArgs {
     /// each); a block without one is served by the trie. [default: 8192]
     #[arg(long, value_name = "N")]
     pub tbl8_groups: Option<u32>,
+    /// Where the program, its XDP links and its maps are pinned, so
+    /// forwarding goes on while the daemon is down. [default:
+    /// /sys/fs/bpf/xdpgate, or /sys/fs/bpf/xdpgate/netns/NAME with --netns]
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Start from scratch: detach and remove what a previous daemon pinned
+    /// instead of adopting it (forwarding stops until this one attaches).
+    #[arg(long)]
+    pub fresh: bool,
+    /// On SIGTERM/SIGINT leave the pinned program forwarding on its last
+    /// state (for restarts and upgrades) instead of detaching.
+    #[arg(long)]
+    pub keep_attached: bool,
+}
+
+#[derive(Parser, Debug)]
+pub struct DetachArgs {
+    /// Remove everything pinned: every XDP link (forwarding falls back to
+    /// the kernel), the program and its maps.
+    #[arg(long, required = true)]
+    pub all: bool,
+    /// The pin directory. [default: as `xdpgate run`]
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// The namespace the daemon ran in (--netns), for the default pin
+    /// directory.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -309,6 +340,34 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file)?,
+        Command::Detach(a) => detach_all(&a)?,
+    }
+    Ok(())
+}
+
+/// `xdpgate detach --all`: remove the pinned links, program and maps. A
+/// running daemon keeps its own handles; stop it first.
+fn detach_all(a: &DetachArgs) -> anyhow::Result<()> {
+    let dir = a
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| crate::dataplane::pin::default_dir(a.netns.as_deref()));
+    let pins = crate::dataplane::pin::PinDir::new(dir);
+    let ports = pins.pinned_ports();
+    let removed = pins.remove_all()?;
+    if removed.is_empty() {
+        println!("nothing pinned under {}", pins.root().display());
+    } else {
+        println!(
+            "removed {} pins under {}; XDP detached from: {}",
+            removed.len(),
+            pins.root().display(),
+            if ports.is_empty() {
+                "-".to_owned()
+            } else {
+                ports.join(", ")
+            }
+        );
     }
     Ok(())
 }

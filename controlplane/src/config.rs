@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub fw_bitmaps: Option<Spanned<u32>>,
     pub route_lookup: Option<Spanned<String>>,
     pub tbl8_groups: Option<Spanned<u32>>,
+    pub pin_dir: Option<Spanned<PathBuf>>,
+    pub keep_attached: Option<bool>,
     pub conntrack: Option<ConntrackSection>,
 }
 
@@ -78,6 +80,8 @@ pub struct Settings {
     pub conntrack_max: Option<u32>,
     pub route_lookup: Option<RouteLookup>,
     pub tbl8_groups: Option<u32>,
+    pub pin_dir: Option<PathBuf>,
+    pub keep_attached: Option<bool>,
     pub ct_timeouts: Vec<CtTimeout>,
 }
 
@@ -343,6 +347,21 @@ impl FileConfig {
                 s.db = Some(d.into_inner());
             }
         }
+        if let Some(d) = self.pin_dir {
+            if !d.get_ref().starts_with("/sys/fs/bpf") {
+                at(
+                    d.span(),
+                    Severity::Error,
+                    format!(
+                        "pin_dir: {:?} is not under /sys/fs/bpf (pins live on bpffs)",
+                        d.get_ref()
+                    ),
+                );
+            } else {
+                s.pin_dir = Some(d.into_inner());
+            }
+        }
+        s.keep_attached = self.keep_attached;
         if let Some(n) = self.netns {
             if n.get_ref().is_empty() || n.get_ref().contains('/') {
                 at(
@@ -498,6 +517,9 @@ pub fn run_config(a: RunArgs, file: Settings) -> Result<RunConfig, ConfigError> 
             ..Default::default()
         },
         ct_timeouts: crate::conntrack::timeouts_with(&timeouts),
+        pin_dir: a.pin_dir.clone().or(file.pin_dir),
+        fresh: a.fresh,
+        keep_attached: a.keep_attached || file.keep_attached.unwrap_or(false),
     })
 }
 
@@ -525,6 +547,8 @@ log_level = "debug"
 fw_bitmaps = 64
 route_lookup = "lpm"
 tbl8_groups = 128
+pin_dir = "/sys/fs/bpf/xdpgate-test"
+keep_attached = true
 
 [conntrack]
 max = 1000
@@ -557,6 +581,8 @@ udp = 60
         assert_eq!(s.log_level.as_deref(), Some("debug"));
         assert_eq!(s.route_lookup, Some(RouteLookup::Lpm));
         assert_eq!(s.conntrack_max, Some(1000));
+        assert_eq!(s.pin_dir, Some(PathBuf::from("/sys/fs/bpf/xdpgate-test")));
+        assert_eq!(s.keep_attached, Some(true));
         assert_eq!(s.ct_timeouts.len(), 2);
     }
 
@@ -588,6 +614,8 @@ udp = 60
         assert_eq!(c.load.conntrack_max, 1000);
         assert_eq!(c.load.route_lookup, RouteLookup::Lpm);
         assert_eq!(c.load.tbl8_groups, 128);
+        assert!(c.keep_attached);
+        assert_eq!(c.pins().root(), Path::new("/sys/fs/bpf/xdpgate-test"));
         assert_eq!(
             c.ct_timeouts[usize::from(dataplane_common::CT_UDP_UNREPLIED)],
             5
@@ -603,6 +631,8 @@ udp = 60
         assert_eq!(d.db, PathBuf::from(DEFAULT_DB));
         assert!(d.kernel_sync);
         assert_eq!(d.tables, [crate::netlink::RT_TABLE_MAIN]);
+        assert!(!d.keep_attached && !d.fresh);
+        assert_eq!(d.pins().root(), Path::new("/sys/fs/bpf/xdpgate"));
     }
 
     #[test]
@@ -632,6 +662,7 @@ tables = [0]
 routes = [\"not a route\"]
 log_level = \"info,=[\"
 route_lookup = \"hash\"
+pin_dir = \"/tmp/pins\"
 
 [conntrack]
 max = 0
@@ -643,7 +674,7 @@ tcp = 5
         assert!(c.settings.is_none());
         let lines: Vec<usize> = c.diagnostics.iter().map(|d| d.line).collect();
         // Structural mistakes first (they stop the typed parse) ...
-        assert_eq!(lines, [4, 5, 13], "{:#?}", c.diagnostics);
+        assert_eq!(lines, [4, 5, 14], "{:#?}", c.diagnostics);
         assert!(c.diagnostics[0].message.contains("bogus"));
         // ... then, once fixed, every value mistake.
         let fixed: String = src
@@ -659,8 +690,8 @@ tcp = 5
             .collect();
         let c = check(&fixed, &everywhere);
         let lines: Vec<usize> = c.diagnostics.iter().map(|d| d.line).collect();
-        assert_eq!(lines, [2, 3, 5, 6, 7, 8, 11, 13], "{:#?}", c.diagnostics);
-        assert!(c.errors() == 8);
+        assert_eq!(lines, [2, 3, 5, 6, 7, 8, 9, 12, 14], "{:#?}", c.diagnostics);
+        assert!(c.errors() == 9);
     }
 
     #[test]

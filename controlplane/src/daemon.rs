@@ -14,7 +14,10 @@ use tracing::{info, warn};
 
 use crate::{
     bpffs, conntrack,
-    dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
+    dataplane::{
+        AttachMode, Dataplane, DataplaneError, LoadOptions,
+        pin::{self, PinDir},
+    },
     db,
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
     firewall::{Firewall, FirewallError},
@@ -59,6 +62,22 @@ pub struct RunConfig {
     pub load: LoadOptions,
     /// Idle timeout per `CT_*` connection state, seconds.
     pub ct_timeouts: [u32; dataplane_common::CT_TIMEOUTS],
+    /// Pin directory (None: the default for `netns`).
+    pub pin_dir: Option<PathBuf>,
+    /// Remove the previous daemon's pinned state instead of adopting it.
+    pub fresh: bool,
+    /// Leave the pinned program forwarding on SIGTERM/SIGINT.
+    pub keep_attached: bool,
+}
+
+impl RunConfig {
+    pub fn pins(&self) -> PinDir {
+        PinDir::new(
+            self.pin_dir
+                .clone()
+                .unwrap_or_else(|| pin::default_dir(self.netns.as_deref())),
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +223,15 @@ fn install_static(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError
 async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
-    let dataplane = Arc::new(Mutex::new(Dataplane::load_with(cfg.load)?));
+    let pins = cfg.pins();
+    if cfg.fresh {
+        let removed = pins.remove_all().map_err(DataplaneError::from)?;
+        info!(dir = %pins.root().display(), removed = removed.len(), "--fresh: previous pinned state removed");
+    } else if !pins.pinned_ports().is_empty() {
+        info!(dir = %pins.root().display(), ports = ?pins.pinned_ports(),
+            "adopting the pinned program: it forwards until this daemon's maps are filled");
+    }
+    let dataplane = Arc::new(Mutex::new(Dataplane::load_pinned(cfg.load, pins)?));
     // The stored ruleset is in the maps before any interface is attached:
     // there is no moment in which the box forwards unfiltered. A ruleset
     // that no longer applies stops the start rather than open the box.
@@ -273,6 +300,14 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
     } else {
         info!("kernel sync off: only --route/--neigh feed the maps");
     }
+    // Our maps now hold the kernel's state: swap adopted links over.
+    {
+        let mut dp = dataplane.lock().map_err(|_| DaemonError::Poisoned)?;
+        let swapped = dp.adopt_pending()?;
+        if !swapped.is_empty() {
+            info!(ports = ?swapped, "pinned links swapped to this daemon's program (BPF_LINK_UPDATE)");
+        }
+    }
     let state = http::AppState {
         dataplane: dataplane.clone(),
         db: pool.clone(),
@@ -294,10 +329,23 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(DaemonError::Serve);
-    let errors = dataplane
-        .lock()
-        .expect("dataplane lock poisoned")
-        .detach_all();
+    let errors = {
+        let mut dp = dataplane.lock().expect("dataplane lock poisoned");
+        if cfg.keep_attached {
+            let n = dp.keep_attached();
+            info!(
+                ports = n,
+                "--keep-attached: the pinned program keeps forwarding"
+            );
+            Vec::new()
+        } else {
+            let mut errors = dp.detach_all();
+            if let Err(e) = dp.unpin_all() {
+                errors.push(e);
+            }
+            errors
+        }
+    };
     pool.close().await;
     served?;
     if !errors.is_empty() {
@@ -305,7 +353,9 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             errors.iter().map(|e| e.to_string()).collect(),
         ));
     }
-    info!("detached from every interface; bye");
+    if !cfg.keep_attached {
+        info!("detached from every interface; bye");
+    }
     Ok(())
 }
 

@@ -8,7 +8,11 @@ use aya::{
         Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::FdLink,
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use dataplane_common::{
     Class, Counter, DIR24_BLOCK, Dir24Block, IfaceInfo, MAX_IFACE_SLOTS, NeighKey, Neighbour,
@@ -25,9 +29,11 @@ use crate::{
 
 mod fw;
 mod mmap;
+pub mod pin;
 mod rcu;
 pub use fw::{FirewallMaps, InstallStats};
 use mmap::MmapArray;
+use pin::PinDir;
 pub use rcu::RcuBarrier;
 
 /// The XDP object built by `build.rs` (aya-build), embedded in the binary.
@@ -107,6 +113,16 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    #[error("pinning program {name}: {source}")]
+    PinProgram {
+        name: &'static str,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("the XDP link of {iface} is not a bpf_link (attached through netlink); cannot pin it")]
+    NotALink { iface: String },
 }
 
 /// How the program is attached: in the driver (native) or in the generic
@@ -169,7 +185,19 @@ struct Attached {
     /// The port the program runs on (the parent of a VLAN sub-interface).
     port: u32,
     /// The link, on the first attachment to `port`.
-    link: Option<XdpLinkId>,
+    link: Option<PortLink>,
+}
+
+/// How the program runs on a port.
+enum PortLink {
+    /// Attached by this process and owned by the program: detached when the
+    /// process exits (tests, benchmarks: no pin directory).
+    Owned(XdpLinkId),
+    /// Attached and pinned (`links/PORT`): outlives the process.
+    Pinned { port: String, link: FdLink },
+    /// A pinned link found at start, still running the previous daemon's
+    /// program until [`Dataplane::adopt_pending`] swaps it to ours.
+    Pending { port: String, link: FdLink },
 }
 
 /// Frames and bytes.
@@ -444,6 +472,10 @@ pub struct Dataplane {
     fib: Fib,
     counters: CounterMaps,
     attached: Vec<Attached>,
+    pins: Option<PinDir>,
+    /// Start of a pinned daemon: pinned links found are adopted (swapped
+    /// by [`Dataplane::adopt_pending`]) rather than replaced.
+    adopting: bool,
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
@@ -538,6 +570,89 @@ fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneErro
         })
 }
 
+/// Pin the main program and every map under `pins`, replacing what the
+/// previous daemon pinned there (its links keep its program and maps alive
+/// until they are swapped). First the previous connection table is copied
+/// into ours, so tracked flows survive a restart; a table whose layout
+/// changed (an upgrade) is not copied, and the new one starts empty.
+fn pin_object(ebpf: &mut Ebpf, pins: &PinDir) -> Result<(), DataplaneError> {
+    pins.create()?;
+    carry_conntrack(ebpf, &pins.map("CONNTRACK"));
+    let names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_owned()).collect();
+    for name in names {
+        // Maps of the object's data sections (".bss", ".rodata") are not
+        // state; bpffs names cannot start with a dot anyway.
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = pins.map(&name);
+        pin::remove_if_present(&path)?;
+        if let Some(map) = ebpf.map(&name) {
+            map.pin(&path).map_err(|source| pin::PinError::Pin {
+                what: format!("map {name}"),
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let path = pins.program();
+    pin::remove_if_present(&path)?;
+    xdp_program(ebpf, MAIN_PROGRAM)?
+        .pin(&path)
+        .map_err(|source| DataplaneError::PinProgram {
+            name: MAIN_PROGRAM,
+            source,
+        })
+}
+
+/// Copy the pinned connection table at `old` into the object's. Best
+/// effort: a missing or differently shaped table is logged and skipped.
+fn carry_conntrack(ebpf: &mut Ebpf, old: &std::path::Path) {
+    use dataplane_common::{CtEntry, CtKey};
+    if !old.exists() {
+        return;
+    }
+    let copied = (|| -> Result<usize, String> {
+        let data = MapData::from_pin(old).map_err(|e| e.to_string())?;
+        let from: HashMap<MapData, CtKey, CtEntry> =
+            HashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(|e| {
+                format!("its layout differs from this build's ({e}); starting empty")
+            })?;
+        let map = ebpf
+            .map_mut("CONNTRACK")
+            .ok_or_else(|| "this object has no CONNTRACK".to_owned())?;
+        let mut to: HashMap<&mut MapData, CtKey, CtEntry> =
+            HashMap::try_from(map).map_err(|e| e.to_string())?;
+        let mut n = 0;
+        for kv in from.iter() {
+            let Ok((k, v)) = kv else { continue };
+            if to.insert(k, v, 0).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })();
+    match copied {
+        Ok(n) => tracing::info!(connections = n, "connection table carried over"),
+        Err(e) => tracing::warn!("previous connection table not carried over: {e}"),
+    }
+}
+
+/// Name of interface `ifindex` (pins are by name: ifindexes are reused).
+fn ifname(ifindex: u32) -> Result<String, DataplaneError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(DataplaneError::NoSuchInterface(format!(
+            "ifindex {ifindex}"
+        )));
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
 /// "outer: inner: innermost", for errors whose Display omits their source
 /// (aya's say "`bpf_link_create` failed" and keep the errno as the source).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -570,8 +685,22 @@ impl Dataplane {
 
     /// [`Dataplane::load`] with options (benchmarks).
     pub fn load_with(opts: LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_inner(opts, None)
+    }
+
+    /// Load, pin the program and every map under `pins`, carrying the
+    /// connection table of the previous daemon over when its layout is the
+    /// same, and attach by pinned links (see [`pin`]).
+    pub fn load_pinned(opts: LoadOptions, pins: PinDir) -> Result<Self, DataplaneError> {
+        Self::load_inner(opts, Some(pins))
+    }
+
+    fn load_inner(opts: LoadOptions, pins: Option<PinDir>) -> Result<Self, DataplaneError> {
         let mut ebpf = load_object_with(opts)?;
         load_program(&mut ebpf, MAIN_PROGRAM)?;
+        if let Some(p) = &pins {
+            pin_object(&mut ebpf, p)?;
+        }
         let maps = FibMaps::take(&mut ebpf, opts.route_lookup)?;
         let mut firewall = FirewallMaps::take(&mut ebpf)?;
         // Timeouts must be set before the first tracked packet: an all-zero
@@ -601,6 +730,8 @@ impl Dataplane {
             fib: Fib::new(),
             counters: CounterMaps { reasons, classes },
             attached: Vec::new(),
+            adopting: pins.is_some(),
+            pins,
         })
     }
 
@@ -747,15 +878,7 @@ impl Dataplane {
         let link = if port_attached {
             None
         } else {
-            let attached = xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
-                .attach_to_if_index(port, mode.xdp_mode())
-                .map_err(|source| DataplaneError::Attach {
-                    iface: name.to_owned(),
-                    mode,
-                    other: mode.other(),
-                    reason: error_chain(&source),
-                });
-            match attached {
+            match self.attach_port(name, port, mode) {
                 Ok(link) => Some(link),
                 Err(e) => {
                     if let Ok(ops) = self.fib.del_iface(ifindex) {
@@ -779,6 +902,140 @@ impl Dataplane {
         Ok(info)
     }
 
+    /// Run the program on `port`: adopt the link a previous daemon pinned
+    /// there (swapped later, by [`Dataplane::adopt_pending`]), or attach and
+    /// pin a new one; without a pin directory, an owned link.
+    fn attach_port(
+        &mut self,
+        name: &str,
+        port: u32,
+        mode: AttachMode,
+    ) -> Result<PortLink, DataplaneError> {
+        let attach_err = |source: ProgramError| DataplaneError::Attach {
+            iface: name.to_owned(),
+            mode,
+            other: mode.other(),
+            reason: error_chain(&source),
+        };
+        let Some(pins) = self.pins.clone() else {
+            let id = xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
+                .attach_to_if_index(port, mode.xdp_mode())
+                .map_err(attach_err)?;
+            return Ok(PortLink::Owned(id));
+        };
+        let port_name = ifname(port)?;
+        if self.adopting
+            && let Some(link) = pins.open_link(&port_name)
+        {
+            return Ok(PortLink::Pending {
+                port: port_name,
+                link,
+            });
+        }
+        let prog = xdp_program(&mut self.ebpf, MAIN_PROGRAM)?;
+        let id = prog
+            .attach_to_if_index(port, mode.xdp_mode())
+            .map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let link: FdLink = link.try_into().map_err(|_| DataplaneError::NotALink {
+            iface: name.to_owned(),
+        })?;
+        let link = pins.pin_link(&port_name, link)?;
+        Ok(PortLink::Pinned {
+            port: port_name,
+            link,
+        })
+    }
+
+    /// Swap every adopted link to this daemon's program (`BPF_LINK_UPDATE`,
+    /// atomic per port), once its maps hold the kernel's state. A link that
+    /// died meanwhile (its device went away and came back) is replaced by a
+    /// new attachment. Returns the ports swapped.
+    pub fn adopt_pending(&mut self) -> Result<Vec<String>, DataplaneError> {
+        self.adopting = false;
+        let mut swapped = Vec::new();
+        for i in 0..self.attached.len() {
+            let Some(PortLink::Pending { .. }) = &self.attached[i].link else {
+                continue;
+            };
+            let Some(PortLink::Pending { port, link }) = self.attached[i].link.take() else {
+                unreachable!()
+            };
+            let a = &self.attached[i];
+            let (name, port_ifindex, mode) = (a.info.name.clone(), a.port, a.info.mode);
+            let update = XdpLink::try_from(link)
+                .map_err(|e| e.to_string())
+                .and_then(|link| {
+                    let prog =
+                        xdp_program(&mut self.ebpf, MAIN_PROGRAM).map_err(|e| e.to_string())?;
+                    let id = prog.attach_to_link(link).map_err(|e| error_chain(&e))?;
+                    let link = prog.take_link(id).map_err(|e| error_chain(&e))?;
+                    FdLink::try_from(link).map_err(|e| e.to_string())
+                });
+            let link = match update {
+                Ok(link) => {
+                    swapped.push(port.clone());
+                    PortLink::Pinned { port, link }
+                }
+                Err(why) => {
+                    tracing::warn!(port = %port, "pinned link not adoptable ({why}); attaching anew");
+                    if let Some(p) = &self.pins {
+                        p.unpin_link(&port)?;
+                    }
+                    self.attach_port(&name, port_ifindex, mode)?
+                }
+            };
+            self.attached[i].link = Some(link);
+        }
+        Ok(swapped)
+    }
+
+    /// Stop managing without detaching: pinned links keep the program and
+    /// its maps forwarding on the last state after this process exits.
+    pub fn keep_attached(&mut self) -> usize {
+        let n = self
+            .attached
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.link,
+                    Some(PortLink::Pinned { .. } | PortLink::Pending { .. })
+                )
+            })
+            .count();
+        self.attached.clear();
+        n
+    }
+
+    /// Remove everything pinned (after [`Dataplane::detach_all`] on a clean
+    /// stop): the program and its maps go once this process lets go.
+    pub fn unpin_all(&mut self) -> Result<(), DataplaneError> {
+        if let Some(p) = &self.pins {
+            p.remove_all()?;
+        }
+        Ok(())
+    }
+
+    /// Release one port's link: pinned links are unpinned first so they
+    /// detach when the fd closes.
+    fn release(&mut self, iface: &str, link: PortLink) -> Result<(), DataplaneError> {
+        match link {
+            PortLink::Owned(id) => xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
+                .detach(id)
+                .map_err(|source| DataplaneError::Detach {
+                    iface: iface.to_owned(),
+                    source,
+                }),
+            PortLink::Pinned { port, link } | PortLink::Pending { port, link } => {
+                if let Some(p) = &self.pins {
+                    p.unpin_link(&port)?;
+                }
+                drop(link);
+                Ok(())
+            }
+        }
+    }
+
     /// A configured interface that went away (its XDP link went with it):
     /// forget the attachment so the interface can be attached again if it
     /// returns. Returns its name if it was attached.
@@ -788,12 +1045,10 @@ impl Dataplane {
             .iter()
             .position(|a| a.info.ifindex == ifindex)?;
         let a = self.attached.remove(pos);
-        if let Some(link) = a.link
-            && let Ok(p) = xdp_program(&mut self.ebpf, MAIN_PROGRAM)
-        {
+        if let Some(link) = a.link {
             // The kernel already dropped the link with the device; this only
-            // releases our handle.
-            let _ = p.detach(link);
+            // releases our handle (and a pin that now names a dead link).
+            let _ = self.release(&a.info.name, link);
         }
         Some(a.info.name)
     }
@@ -815,12 +1070,7 @@ impl Dataplane {
             // A VLAN sub-interface on the same port still needs the program.
             match self.attached.iter_mut().find(|o| o.port == a.port) {
                 Some(other) => other.link = Some(link),
-                None => xdp_program(&mut self.ebpf, MAIN_PROGRAM)?
-                    .detach(link)
-                    .map_err(|source| DataplaneError::Detach {
-                        iface: a.info.name.clone(),
-                        source,
-                    })?,
+                None => self.release(&a.info.name, link)?,
             }
         }
         Ok(a.info)
@@ -837,13 +1087,7 @@ impl Dataplane {
         let mut errors = Vec::new();
         for a in std::mem::take(&mut self.attached) {
             let Some(link) = a.link else { continue };
-            let result = xdp_program(&mut self.ebpf, MAIN_PROGRAM).and_then(|p| {
-                p.detach(link).map_err(|source| DataplaneError::Detach {
-                    iface: a.info.name.clone(),
-                    source,
-                })
-            });
-            if let Err(e) = result {
+            if let Err(e) = self.release(&a.info.name, link) {
                 errors.push(e);
             }
         }

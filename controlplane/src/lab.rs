@@ -387,7 +387,10 @@ impl Lab {
                 errors.push(e.to_string());
             }
         }
-        for dir in [self.pin_dir(), self.run_dir()] {
+        // The router daemon's pins (a killed daemon leaves them, keeping its
+        // program and maps alive): after the namespaces, so nothing forwards.
+        let daemon_pins = crate::dataplane::pin::default_dir(Some(&self.router()));
+        for dir in [self.pin_dir(), daemon_pins, self.run_dir()] {
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
