@@ -10,10 +10,17 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("controlplane has no parent directory"))?
         .join("dataplane-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
+    // The eBPF crate gets the same layout as the userspace types.
+    let features: &[&str] = if std::env::var_os("CARGO_FEATURE_LAYOUT_TEST").is_some() {
+        &["layout-test"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "dataplane-ebpf",
             root_dir: ebpf_dir,
+            features,
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

@@ -199,6 +199,9 @@ pub struct CtEntry {
     /// latest packet.
     pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// Only in the upgrade test's second build (feature `layout-test`).
+    #[cfg(feature = "layout-test")]
+    pub layout_test: u64,
 }
 
 /// The originator is the `lo` side of the key.

@@ -150,6 +150,8 @@ pub fn confirm(s: &Scratch, entry: *mut CtEntry, rule: u32) {
             rule,
             created_ns: t.now,
             last_seen_ns: t.now,
+            #[cfg(feature = "layout-test")]
+            layout_test: 0,
         };
         // Failure (the table is being flushed) only loses tracking for this
         // packet; the next one tries again.

@@ -3,7 +3,7 @@
 //! (`expect`), they do not return errors.
 use std::{
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -94,11 +94,25 @@ impl Daemon {
         Self::start(lab, &args)
     }
 
+    /// [`Daemon::start_forwarding`] with another build of xdpgate (the
+    /// upgrade test's).
+    #[track_caller]
+    pub fn start_forwarding_bin(lab: &Lab, bin: &Path, extra: &[&str]) -> Daemon {
+        let mut args = lab.static_fib_args(true).expect("lab FIB flags");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn_bin(lab, bin, &args).wait_healthy()
+    }
+
     /// Start without waiting (for tests of failing starts).
     pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
+        Self::spawn_bin(lab, &xdpgate_bin(), extra)
+    }
+
+    fn spawn_bin(lab: &Lab, bin: &Path, extra: &[&str]) -> Daemon {
         let api = free_port();
         let db = std::env::temp_dir().join(format!("{}.db", lab.prefix));
-        let mut cmd = Command::new(xdpgate_bin());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .args(["--netns", &lab.router()])
             .args(["--api", &api.to_string()])

@@ -37,21 +37,68 @@ fn sigint_detaches_too() {
 }
 
 #[test]
-fn sigkill_leaves_no_xdp_program_behind() {
-    // Links are bpf_links owned by the process: the kernel detaches them
-    // when the last fd closes, so even a crash leaves nothing attached.
+fn sigkill_leaves_the_pinned_program_until_detach_all() {
+    // The links are pinned under bpffs: a crashed daemon's program goes on
+    // forwarding (the next daemon adopts it); `xdpgate detach --all` is how
+    // an operator removes it for good.
     let lab = lab(true);
+    let r = lab.lab.router();
     let daemon = Daemon::start(&lab.lab, &[]);
+    let before: Vec<_> = ROUTER_IFACES.iter().map(|d| xdp_on(&r, d)).collect();
     let (status, _) = daemon.signal(SIGKILL);
     assert!(!status.success());
-    let r = lab.lab.router();
+    let after: Vec<_> = ROUTER_IFACES.iter().map(|d| xdp_on(&r, d)).collect();
+    assert!(after.iter().all(Option::is_some), "{after:?}");
+    assert_eq!(before, after, "the pinned program changed");
+    let out = std::process::Command::new(xdpgate_bin())
+        .args(["detach", "--all", "--netns", &r])
+        .output()
+        .expect("xdpgate detach");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("XDP detached from: eth1, eth2"), "{stdout}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while ROUTER_IFACES.iter().any(|d| xdp_on(&r, d).is_some()) {
         assert!(
             Instant::now() < deadline,
-            "XDP still attached after SIGKILL"
+            "XDP still attached after detach --all"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    let again = std::process::Command::new(xdpgate_bin())
+        .args(["detach", "--all", "--netns", &r])
+        .output()
+        .expect("xdpgate detach");
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing pinned"));
+}
+
+#[test]
+fn sigterm_with_keep_attached_leaves_it_forwarding_for_the_next_daemon() {
+    let lab = lab(false);
+    let l = &lab.lab;
+    let r = l.router();
+    let daemon = Daemon::start_forwarding(l, true, &["--keep-attached"]);
+    assert!(ping(&l.h1(), H2_V4, 1), "XDP did not forward");
+    let (status, log) = daemon.signal_keep_db(SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("keeps forwarding"), "{log}");
+    // Kernel forwarding is off: only the pinned program can carry this.
+    assert!(
+        ping(&l.h1(), H2_V4, 3),
+        "nothing forwards after the daemon left"
+    );
+    let next = Daemon::start_forwarding(l, true, &[]);
+    assert!(next.log().contains("BPF_LINK_UPDATE"), "{}", next.log());
+    assert!(ping(&l.h1(), H2_V4, 1));
+    let (status, log) = next.signal(SIGTERM);
+    assert!(status.success(), "{log}");
+    for dev in ROUTER_IFACES {
+        assert_eq!(xdp_on(&r, dev), None, "{dev} still has XDP after SIGTERM");
     }
 }
 
