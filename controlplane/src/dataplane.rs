@@ -534,6 +534,7 @@ fn load_object_with(opts: LoadOptions) -> Result<Ebpf, DataplaneError> {
         .override_global("TTL_DEC", &ttl_dec, true)
         .map_max_entries("FW_BITMAPS", opts.fw_bitmaps.max(2) & !1)
         .map_max_entries("CONNTRACK", opts.conntrack_max.max(1))
+        .map_max_entries("CT_COUNTERS", opts.conntrack_max.max(1))
         .map_max_entries("TBL24", tbl24)
         .map_max_entries("TBL8", tbl8)
         .load(OBJECT)

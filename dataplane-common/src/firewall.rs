@@ -204,6 +204,21 @@ pub struct CtEntry {
     pub layout_test: u64,
 }
 
+/// Per-connection traffic, per CPU (`CT_COUNTERS`, an LRU per-CPU hash under
+/// the same key as `CONNTRACK`): index 0 is the originator's direction, 1
+/// the responder's. Written on every accepted tracked packet, which is why
+/// it is per CPU and apart from the shared entry. Flow export sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtCounters {
+    pub packets: [u64; 2],
+    /// IP-layer bytes (IPFIX octetDeltaCount: from the IP header on).
+    pub bytes: [u64; 2],
+    /// TCP flags seen, OR-ed (IPFIX tcpControlBits).
+    pub tcp_flags: [u8; 2],
+    pub _pad: [u8; 6],
+}
+
 /// The originator is the `lo` side of the key.
 pub const CT_F_ORIG_IS_LO: u8 = 1;
 /// A packet went in the reply direction.

@@ -423,6 +423,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::CtCounters {}
 }
 
 #[cfg(test)]
@@ -457,6 +458,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKey>(), 40);
         #[cfg(not(feature = "layout-test"))]
         assert_eq!(core::mem::size_of::<CtEntry>(), 32);
+        assert_eq!(core::mem::size_of::<CtCounters>(), 40);
     }
 
     #[test]

@@ -18,13 +18,13 @@ use dataplane_common::{
     CT_OTHER_UNREPLIED, CT_STATE_ESTABLISHED, CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED,
     CT_STATE_UNTRACKED, CT_TCP_CLOSE, CT_TCP_CLOSE_WAIT, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT,
     CT_TCP_LAST_ACK, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_TIMEOUTS,
-    CT_UDP_REPLIED, CT_UDP_UNREPLIED, Config, CtEntry, CtKey,
+    CT_UDP_REPLIED, CT_UDP_UNREPLIED, Config, CtCounters, CtEntry, CtKey,
 };
 
 use crate::{
     firewall::{Scratch, View},
     headers::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr},
-    maps::CONNTRACK,
+    maps::{CONNTRACK, CT_COUNTERS},
     parse::{Packet, ptr_at},
 };
 
@@ -133,13 +133,23 @@ fn new_state(v: &View) -> u32 {
     CT_STATE_NEW
 }
 
-/// Record what an accepted packet did to its connection (`entry` is what
-/// `lookup` returned).
+/// Record what an accepted packet of `l3_len` IP-layer bytes did to its
+/// connection (`entry` is what `lookup` returned).
 // A BPF-to-BPF call: its own stack frame (the 512-byte limit is per call chain).
 #[inline(never)]
-pub fn confirm(s: &Scratch, entry: *mut CtEntry, rule: u32) {
+pub fn confirm(s: &Scratch, entry: *mut CtEntry, rule: u32, l3_len: u64) {
     let t = &s.ct;
     let v = &s.view;
+    if t.create != 0 || !entry.is_null() {
+        let orig = if t.create != 0 {
+            true
+        } else {
+            // SAFETY: a looked-up map value.
+            let flags = unsafe { (*entry).flags };
+            (flags & CT_F_ORIG_IS_LO != 0) == (t.src_is_lo != 0)
+        };
+        count(&t.key, t.create != 0, !orig as usize, l3_len, v.tcp_flags);
+    }
     if t.create != 0 {
         let new = CtEntry {
             state: first_state(v),
@@ -173,6 +183,30 @@ pub fn confirm(s: &Scratch, entry: *mut CtEntry, rule: u32) {
     if t.now >= e.last_seen_ns + NS_PER_SEC {
         e.last_seen_ns = t.now;
     }
+}
+
+/// Add a packet to the connection's per-CPU counters; a new connection
+/// (`fresh`, also a reopened one) starts them again.
+// Its own frame: keeps the CtCounters value off confirm's stack.
+#[inline(never)]
+fn count(key: &CtKey, fresh: bool, dir: usize, len: u64, tcp_flags: u8) {
+    let dir = dir & 1;
+    if !fresh && let Some(c) = CT_COUNTERS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value; XDP runs with preemption disabled.
+        unsafe {
+            (*c).packets[dir] += 1;
+            (*c).bytes[dir] += len;
+            (*c).tcp_flags[dir] |= tcp_flags;
+        }
+        return;
+    }
+    let mut c = CtCounters::default();
+    c.packets[dir] = 1;
+    c.bytes[dir] = len;
+    c.tcp_flags[dir] = tcp_flags;
+    // An update from a program sets this CPU's value and zeroes the others
+    // (kernel/bpf/hashtab.c pcpu_init_value): a fresh start everywhere.
+    let _ = CT_COUNTERS.insert(key, &c, 0);
 }
 
 #[inline(always)]

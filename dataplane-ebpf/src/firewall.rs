@@ -117,7 +117,8 @@ pub fn verdict(
     count(ctx, table, counter);
     if action == FW_ACCEPT {
         if s.track != 0 {
-            conntrack::confirm(s, entry, rule_id);
+            let l3_len = crate::parse::len(ctx).saturating_sub(packet.l3.off) as u64;
+            conntrack::confirm(s, entry, rule_id, l3_len);
         }
         return Ok(());
     }

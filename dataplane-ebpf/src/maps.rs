@@ -2,10 +2,10 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtEntry, CtKey,
+    CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtCounters, CtEntry, CtKey,
     DIR24_DEFAULT_TBL8_GROUPS, DIR24_TBL24_BLOCKS, Dir24Block, FW_DEFAULT_BITMAPS,
     FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_MAX_RULES,
     FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4, FwPrefixV6, FwRule, IfaceInfo,
@@ -113,6 +113,13 @@ pub static FW_COUNTERS: PerCpuArray<Counter> =
 /// daemon may load it with another size (`--conntrack-max`).
 #[map]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_DEFAULT_MAX, 0);
+
+/// Packets, bytes and TCP flags of each tracked connection, per CPU (a
+/// per-packet write to a shared entry would bounce its cache line between
+/// CPUs). Same key and size as `CONNTRACK`; read by flow export.
+#[map]
+pub static CT_COUNTERS: LruPerCpuHashMap<CtKey, CtCounters> =
+    LruPerCpuHashMap::with_max_entries(CT_DEFAULT_MAX, 0);
 
 /// Per-CPU working space of the firewall stage (one entry). Not shared
 /// with userspace.
