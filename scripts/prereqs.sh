@@ -63,24 +63,13 @@ fi
 # Kernel bits: bpffs for pinned links and maps.
 mountpoint -q /sys/fs/bpf || { say "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
 
-# kubeconform, for the Kubernetes manifests in deploy/k8s
-# (tests/tests/deploy.rs skips, saying so, without it). Its release tarball
-# from GitHub, pinned and checksummed. KUBECONFORM_SHA256 is empty because
-# github.com was not reachable when this was written: set it to the sha256
-# of the tarball (from the release's CHECKSUMS file) to enable the install;
-# until then nothing unverified is installed.
-KUBECONFORM_VERSION=v0.6.7
-KUBECONFORM_SHA256=""
-if ! kubeconform -v 2>/dev/null | grep -qx "$KUBECONFORM_VERSION"; then
-  if [ -z "$KUBECONFORM_SHA256" ]; then
-    say "kubeconform $KUBECONFORM_VERSION not installed: no pinned checksum yet (see scripts/prereqs.sh)"
-  elif tmp=$(mktemp -d) && curl -fsSL --max-time 60 -o "$tmp/k.tgz" \
-      "https://github.com/yannh/kubeconform/releases/download/$KUBECONFORM_VERSION/kubeconform-linux-amd64.tar.gz"; then
-    echo "$KUBECONFORM_SHA256  $tmp/k.tgz" | sha256sum -c --quiet - || die "kubeconform tarball checksum mismatch"
-    tar -xzf "$tmp/k.tgz" -C "$tmp" kubeconform
-    install -m 0755 "$tmp/kubeconform" /usr/local/bin/kubeconform
-    rm -rf "$tmp"
-  else
-    say "kubeconform: github.com not reachable; the manifest schema check will be skipped"
-  fi
+# kubernetes-validate, for the Kubernetes manifests in deploy/k8s
+# (tests/tests/deploy.rs reads the version from here). It bundles the
+# Kubernetes JSON schemas (1.25 to 1.37), so it validates offline; the
+# GitHub-hosted kubeconform and its schemas are not reachable from here.
+# In the schemathesis venv.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! "$SCHEMATHESIS_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KUBERNETES_VALIDATE_VERSION"; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
