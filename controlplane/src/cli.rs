@@ -162,6 +162,36 @@ pub struct RunArgs {
     /// state (for restarts and upgrades) instead of detaching.
     #[arg(long)]
     pub keep_attached: bool,
+    /// Export IPFIX flow records to this collector (UDP ADDRESS:PORT;
+    /// repeat for several). Exporting tracks every connection.
+    #[arg(long = "ipfix-collector", value_name = "ADDR:PORT")]
+    pub ipfix_collectors: Vec<std::net::SocketAddr>,
+    /// Seconds between records of a long-lived flow. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub ipfix_active_timeout: Option<u32>,
+    /// Seconds without packets after which a flow gets its last record.
+    /// [default: 15]
+    #[arg(long, value_name = "SECONDS")]
+    pub ipfix_idle_timeout: Option<u32>,
+    /// Observation domain id of the messages. [default: 1]
+    #[arg(long, value_name = "ID")]
+    pub ipfix_domain: Option<u32>,
+    /// Seconds between template retransmissions. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub ipfix_template_refresh: Option<u32>,
+    /// Largest IPFIX message in bytes. [default: 1400]
+    #[arg(long, value_name = "BYTES")]
+    pub ipfix_max_message: Option<u16>,
+    /// How often the connection table is scanned. [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub ipfix_scan_interval_ms: Option<u32>,
+    /// Append events (commits, resyncs, link changes, logged firewall
+    /// drops) as JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    pub event_log: Option<PathBuf>,
+    /// Also send events as RFC 5424 syslog over UDP to this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub syslog: Option<std::net::SocketAddr>,
 }
 
 #[derive(Parser, Debug)]

@@ -27,6 +27,7 @@ use crate::{
     dataplane::{AttachMode, LoadOptions},
     dir24::RouteLookup,
     fib::{NeighSpec, RouteSpec},
+    flowexport::ExportSettings,
 };
 
 /// Read when `--config` is not given and the file exists.
@@ -53,6 +54,32 @@ pub struct FileConfig {
     pub pin_dir: Option<Spanned<PathBuf>>,
     pub keep_attached: Option<bool>,
     pub conntrack: Option<ConntrackSection>,
+    pub export: Option<ExportSection>,
+    pub events: Option<EventsSection>,
+}
+
+/// `[export]`: IPFIX flow export (see [`crate::flowexport::ExportSettings`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    pub collectors: Option<Vec<Spanned<String>>>,
+    pub active_timeout: Option<Spanned<u32>>,
+    pub idle_timeout: Option<Spanned<u32>>,
+    pub observation_domain: Option<Spanned<u32>>,
+    pub template_refresh: Option<Spanned<u32>>,
+    pub max_message: Option<Spanned<u32>>,
+    pub scan_interval_ms: Option<Spanned<u32>>,
+    pub drop_log_rate: Option<Spanned<u32>>,
+    pub drop_log_burst: Option<Spanned<u32>>,
+    pub drop_log_sample: Option<Spanned<u32>>,
+}
+
+/// `[events]`: the event log's file and syslog collector.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    pub file: Option<Spanned<PathBuf>>,
+    pub syslog: Option<Spanned<String>>,
 }
 
 /// `[conntrack]`: the table's capacity and `[conntrack.timeouts]`.
@@ -83,6 +110,10 @@ pub struct Settings {
     pub pin_dir: Option<PathBuf>,
     pub keep_attached: Option<bool>,
     pub ct_timeouts: Vec<CtTimeout>,
+    /// `[export]` over the defaults (None: no section).
+    pub export: Option<ExportSettings>,
+    pub event_file: Option<PathBuf>,
+    pub syslog: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +158,8 @@ pub enum ConfigError {
          ({DEFAULT_CONFIG} or --config PATH)"
     )]
     NoInterfaces,
+    #[error("{0}")]
+    Flags(String),
 }
 
 fn render(d: &[Diagnostic]) -> String {
@@ -453,7 +486,112 @@ impl FileConfig {
                 ),
             }
         }
+        if let Some(x) = self.export {
+            s.export = x.validate(&mut at);
+        }
+        if let Some(ev) = self.events {
+            if let Some(f) = ev.file {
+                if f.get_ref().as_os_str().is_empty() {
+                    at(f.span(), Severity::Error, "events.file: empty path".into());
+                } else {
+                    s.event_file = Some(f.into_inner());
+                }
+            }
+            if let Some(a) = ev.syslog {
+                match a.get_ref().parse() {
+                    Ok(v) => s.syslog = Some(v),
+                    Err(_) => at(
+                        a.span(),
+                        Severity::Error,
+                        format!(
+                            "events.syslog: {:?} is not ADDRESS:PORT (e.g. 198.18.9.2:514)",
+                            a.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
         s
+    }
+}
+
+impl ExportSection {
+    /// The section over the defaults; every mistake reported at its line.
+    fn validate(
+        self,
+        at: &mut impl FnMut(Range<usize>, Severity, String),
+    ) -> Option<ExportSettings> {
+        let mut x = ExportSettings::default();
+        let mut ok = true;
+        let mut spans: Vec<(&'static str, Range<usize>)> = Vec::new();
+        for c in self.collectors.unwrap_or_default() {
+            match c.get_ref().parse() {
+                Ok(a) => {
+                    spans.push(("collectors", c.span()));
+                    x.collectors.push(a);
+                }
+                Err(_) => {
+                    ok = false;
+                    at(
+                        c.span(),
+                        Severity::Error,
+                        format!(
+                            "export.collectors: {:?} is not ADDRESS:PORT (e.g. 198.18.9.2:4739)",
+                            c.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        let mut num = |name: &'static str, v: Option<Spanned<u32>>, field: &mut u32| {
+            if let Some(v) = v {
+                spans.push((name, v.span()));
+                *field = *v.get_ref();
+            }
+        };
+        num("active_timeout", self.active_timeout, &mut x.active_timeout);
+        num("idle_timeout", self.idle_timeout, &mut x.idle_timeout);
+        num(
+            "observation_domain",
+            self.observation_domain,
+            &mut x.observation_domain,
+        );
+        num(
+            "template_refresh",
+            self.template_refresh,
+            &mut x.template_refresh,
+        );
+        num(
+            "scan_interval_ms",
+            self.scan_interval_ms,
+            &mut x.scan_interval_ms,
+        );
+        num("drop_log_rate", self.drop_log_rate, &mut x.drop_log_rate);
+        num("drop_log_burst", self.drop_log_burst, &mut x.drop_log_burst);
+        num(
+            "drop_log_sample",
+            self.drop_log_sample,
+            &mut x.drop_log_sample,
+        );
+        if let Some(m) = self.max_message {
+            spans.push(("max_message", m.span()));
+            x.max_message = u16::try_from(*m.get_ref()).unwrap_or(u16::MAX);
+        }
+        if let Err(e) = x.validate() {
+            let field = match &e {
+                crate::flowexport::SettingsError::Range { field, .. } => field,
+                _ => "collectors",
+            };
+            let span = spans
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == field)
+                .map(|(_, s)| s.clone())
+                .unwrap_or(0..0);
+            at(span, Severity::Error, format!("export.{e}"));
+            ok = false;
+        }
+        ok.then_some(x)
     }
 }
 
@@ -462,6 +600,7 @@ impl FileConfig {
 /// `--neigh`) replaces the file's list; `--ct-timeout` overrides the file's
 /// timeout of the same state only.
 pub fn run_config(a: RunArgs, file: Settings) -> Result<RunConfig, ConfigError> {
+    let export = export_settings(&a, file.export.clone())?;
     let ifaces = if a.ifaces.is_empty() {
         file.ifaces
     } else {
@@ -517,10 +656,40 @@ pub fn run_config(a: RunArgs, file: Settings) -> Result<RunConfig, ConfigError> 
             ..Default::default()
         },
         ct_timeouts: crate::conntrack::timeouts_with(&timeouts),
+        export,
+        event_log: a.event_log.clone().or(file.event_file),
+        syslog: a.syslog.or(file.syslog),
         pin_dir: a.pin_dir.clone().or(file.pin_dir),
         fresh: a.fresh,
         keep_attached: a.keep_attached || file.keep_attached.unwrap_or(false),
     })
+}
+
+/// `[export]` with the `--ipfix-*` flags over it.
+fn export_settings(
+    a: &RunArgs,
+    file: Option<ExportSettings>,
+) -> Result<ExportSettings, ConfigError> {
+    let mut x = file.unwrap_or_default();
+    if !a.ipfix_collectors.is_empty() {
+        x.collectors = a.ipfix_collectors.clone();
+    }
+    let set = |field: &mut u32, v: Option<u32>| {
+        if let Some(v) = v {
+            *field = v;
+        }
+    };
+    set(&mut x.active_timeout, a.ipfix_active_timeout);
+    set(&mut x.idle_timeout, a.ipfix_idle_timeout);
+    set(&mut x.observation_domain, a.ipfix_domain);
+    set(&mut x.template_refresh, a.ipfix_template_refresh);
+    set(&mut x.scan_interval_ms, a.ipfix_scan_interval_ms);
+    if let Some(m) = a.ipfix_max_message {
+        x.max_message = m;
+    }
+    x.validate()
+        .map_err(|e| ConfigError::Flags(format!("--ipfix-*: {e}")))?;
+    Ok(x)
 }
 
 #[cfg(test)]
@@ -703,6 +872,64 @@ tcp = 5
         assert_eq!(c.diagnostics.len(), 1);
         assert_eq!(c.diagnostics[0].severity, Severity::Warning);
         assert!(c.settings.is_some());
+    }
+
+    #[test]
+    fn export_and_events_sections_are_checked_and_flags_win() {
+        let src = "\
+interfaces = [\"eth1\"]
+[export]
+collectors = [\"198.18.9.2:4739\", \"[2001:db8::9]:4739\"]
+idle_timeout = 5
+drop_log_sample = 10
+[events]
+file = \"/tmp/ev.jsonl\"
+syslog = \"198.18.9.2:514\"
+";
+        let c = check(src, &everywhere);
+        assert_eq!(c.errors(), 0, "{:#?}", c.diagnostics);
+        let s = c.settings.expect("settings");
+        let x = s.export.clone().expect("[export]");
+        assert_eq!(x.collectors.len(), 2);
+        assert_eq!((x.idle_timeout, x.drop_log_sample), (5, 10));
+        assert_eq!(x.active_timeout, 60, "defaults fill the rest");
+        assert_eq!(s.syslog, Some("198.18.9.2:514".parse().expect("addr")));
+        // Flags over the file.
+        let r = run_config(
+            run_args(&["--ipfix-idle-timeout", "7", "--syslog", "198.18.9.3:514"]),
+            s,
+        )
+        .expect("run config");
+        assert_eq!(r.export.idle_timeout, 7);
+        assert_eq!(r.export.collectors.len(), 2);
+        assert_eq!(r.syslog, Some("198.18.9.3:514".parse().expect("addr")));
+        assert_eq!(r.event_log, Some(PathBuf::from("/tmp/ev.jsonl")));
+
+        // Every mistake on its line.
+        let bad = "\
+interfaces = [\"eth1\"]
+[export]
+collectors = [\"not-an-address\"]
+idle_timeout = 0
+[events]
+syslog = \"514\"
+";
+        let c = check(bad, &everywhere);
+        let lines: Vec<usize> = c.diagnostics.iter().map(|d| d.line).collect();
+        assert!(c.settings.is_none());
+        assert!(
+            lines.contains(&3) && lines.contains(&6),
+            "{:#?}",
+            c.diagnostics
+        );
+        let c = check("[export]\ncolour = 1\n", &everywhere);
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| d.line == 2 && d.message.contains("colour")),
+            "{:#?}",
+            c.diagnostics
+        );
     }
 
     #[test]

@@ -19,8 +19,10 @@ use crate::{
         pin::{self, PinDir},
     },
     db,
+    events::{self, EventLog, Severity, emit},
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
     firewall::{Firewall, FirewallError},
+    flowexport::{self, Exporter},
     http,
     managed::{self, Wanted},
     netlink::{
@@ -30,10 +32,17 @@ use crate::{
         sync::SyncStatus,
     },
     netns,
+    outbox::Outbox,
 };
+use serde_json::json;
 
 /// How often expired connections are deleted from the table.
 const CONNTRACK_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Datagrams waiting for the outbox thread, and per socket inside it: a
+/// slow collector costs at most this much memory, then drops are counted.
+const OUTBOX_CHANNEL: usize = 4096;
+const OUTBOX_QUEUE: usize = 4096;
 
 /// How long the daemon waits for the first kernel snapshot before serving.
 const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -68,6 +77,11 @@ pub struct RunConfig {
     pub fresh: bool,
     /// Leave the pinned program forwarding on SIGTERM/SIGINT.
     pub keep_attached: bool,
+    /// IPFIX export (on when it names a collector).
+    pub export: crate::flowexport::ExportSettings,
+    /// Event log file and syslog collector.
+    pub event_log: Option<PathBuf>,
+    pub syslog: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -116,6 +130,12 @@ pub enum DaemonError {
     Poisoned,
     #[error("detaching left errors: {0:?}")]
     Detach(Vec<String>),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventError),
+    #[error(transparent)]
+    Export(#[from] crate::flowexport::ExportError),
 }
 
 /// Run the daemon until SIGINT or SIGTERM. Blocking: builds its own runtime
@@ -220,6 +240,34 @@ fn install_static(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError
     Ok(())
 }
 
+/// Install the event log (file and/or syslog) and start the IPFIX exporter
+/// on the stored settings, or the config file's when none are stored.
+async fn start_export(
+    pool: &sqlx::SqlitePool,
+    dataplane: &Arc<Mutex<Dataplane>>,
+    cfg: &RunConfig,
+    outbox: Arc<Outbox>,
+) -> Result<Exporter, DaemonError> {
+    if cfg.event_log.is_some() || cfg.syslog.is_some() {
+        let log = EventLog::open(cfg.event_log.as_deref(), cfg.syslog, Some(outbox.clone()))?;
+        info!(file = ?cfg.event_log, syslog = ?cfg.syslog, "event log");
+        events::install(Some(Arc::new(log)));
+    }
+    let settings = match flowexport::stored(pool).await? {
+        Some(s) => {
+            info!(
+                "export settings from the database (PUT /api/v1/export) override the config file"
+            );
+            s
+        }
+        None => cfg.export.clone(),
+    };
+    if settings.enabled() {
+        info!(collectors = ?settings.collectors, "IPFIX export on");
+    }
+    Ok(Exporter::start(dataplane, settings, outbox)?)
+}
+
 async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
@@ -308,7 +356,16 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             info!(ports = ?swapped, "pinned links swapped to this daemon's program (BPF_LINK_UPDATE)");
         }
     }
+    let outbox = Arc::new(Outbox::start(OUTBOX_CHANNEL, OUTBOX_QUEUE)?);
+    info!(backend = outbox.backend(), "outbox (IPFIX, syslog) started");
+    let exporter = Arc::new(start_export(&pool, &dataplane, &cfg, outbox.clone()).await?);
+    emit(
+        Severity::Notice,
+        "daemon_start",
+        json!({ "version": env!("CARGO_PKG_VERSION"), "interfaces": cfg.ifaces }),
+    );
     let state = http::AppState {
+        export: Some(exporter.clone()),
         dataplane: dataplane.clone(),
         db: pool.clone(),
         sync: sync_rx,
@@ -329,6 +386,16 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(DaemonError::Serve);
+    emit(
+        Severity::Notice,
+        "daemon_stop",
+        json!({ "keep_attached": cfg.keep_attached }),
+    );
+    // The exporter sends every flow's last record before the maps go; then
+    // the outbox flushes what is queued.
+    drop(exporter);
+    events::install(None);
+    drop(outbox);
     let errors = {
         let mut dp = dataplane.lock().expect("dataplane lock poisoned");
         if cfg.keep_attached {

@@ -123,6 +123,8 @@ pub enum DataplaneError {
     },
     #[error("the XDP link of {iface} is not a bpf_link (attached through netlink); cannot pin it")]
     NotALink { iface: String },
+    #[error("duplicating the descriptor of {0}: {1}")]
+    Dup(&'static str, #[source] std::io::Error),
 }
 
 /// How the program is attached: in the driver (native) or in the generic
@@ -198,6 +200,13 @@ enum PortLink {
     /// A pinned link found at start, still running the previous daemon's
     /// program until [`Dataplane::adopt_pending`] swaps it to ours.
     Pending { port: String, link: FdLink },
+}
+
+/// Flow export's own handles on the connection table and its counters.
+pub struct FlowMaps {
+    pub conntrack: HashMap<MapData, dataplane_common::CtKey, dataplane_common::CtEntry>,
+    pub counters:
+        aya::maps::PerCpuHashMap<MapData, dataplane_common::CtKey, dataplane_common::CtCounters>,
 }
 
 /// Frames and bytes.
@@ -762,6 +771,35 @@ impl Dataplane {
 
     pub fn firewall_mut(&mut self) -> &mut FirewallMaps {
         &mut self.firewall
+    }
+
+    /// Handles of their own on the connection table and its per-CPU
+    /// counters, for flow export.
+    pub fn flow_maps(&self) -> Result<FlowMaps, DataplaneError> {
+        let name = "CT_COUNTERS";
+        let data = match self.ebpf.map(name) {
+            Some(aya::maps::Map::PerCpuLruHashMap(d)) => d,
+            _ => return Err(DataplaneError::MissingMap(name)),
+        };
+        let data = MapData::from_fd(fw::dup_fd(data)?).map_err(map_err(name))?;
+        Ok(FlowMaps {
+            conntrack: self.firewall.conntrack_reader()?,
+            counters: aya::maps::Map::PerCpuLruHashMap(data)
+                .try_into()
+                .map_err(map_err(name))?,
+        })
+    }
+
+    /// Track every connection (flow export), or only those of chains that
+    /// match on connection state.
+    pub fn set_track_all(&mut self, on: bool) -> Result<(), DataplaneError> {
+        let mut config = self.firewall.config()?;
+        if on {
+            config.flags |= dataplane_common::CFG_F_TRACK_ALL;
+        } else {
+            config.flags &= !dataplane_common::CFG_F_TRACK_ALL;
+        }
+        self.firewall.set_config(&config)
     }
 
     pub fn attachments(&self) -> Vec<Attachment> {

@@ -104,12 +104,26 @@ impl Daemon {
         Self::spawn_bin(lab, bin, &args).wait_healthy()
     }
 
+    /// [`Daemon::start_forwarding`] with environment variables set for the
+    /// daemon alone (XDPGATE_IO_BACKEND, ...).
+    #[track_caller]
+    pub fn start_forwarding_env(lab: &Lab, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut args = lab.static_fib_args(true).expect("lab FIB flags");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn_with(lab, &xdpgate_bin(), &args, env).wait_healthy()
+    }
+
     /// Start without waiting (for tests of failing starts).
     pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
         Self::spawn_bin(lab, &xdpgate_bin(), extra)
     }
 
     fn spawn_bin(lab: &Lab, bin: &Path, extra: &[&str]) -> Daemon {
+        Self::spawn_with(lab, bin, extra, &[])
+    }
+
+    fn spawn_with(lab: &Lab, bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let api = free_port();
         let db = std::env::temp_dir().join(format!("{}.db", lab.prefix));
         let mut cmd = Command::new(bin);
@@ -119,6 +133,7 @@ impl Daemon {
             .arg("--db")
             .arg(&db)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

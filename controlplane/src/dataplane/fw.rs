@@ -51,6 +51,8 @@ pub struct FirewallMaps {
     prefixes_v6: LpmTrie<MapData, FwPrefixV6, u32>,
     counters: PerCpuArray<MapData, Counter>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
+    /// A second descriptor of the table, for readers of their own.
+    conntrack_fd: std::os::fd::OwnedFd,
     conntrack_capacity: u32,
     bitmaps: MmapArray<RuleBitmap>,
     rules: MmapArray<FwRule>,
@@ -67,8 +69,11 @@ impl FirewallMaps {
             };
         }
         let ct = take_map(ebpf, "CONNTRACK")?;
-        let conntrack_capacity = match &ct {
-            Map::LruHashMap(data) => data.info().map_err(map_err("CONNTRACK"))?.max_entries(),
+        let (conntrack_capacity, conntrack_fd) = match &ct {
+            Map::LruHashMap(data) => (
+                data.info().map_err(map_err("CONNTRACK"))?.max_entries(),
+                dup_fd(data)?,
+            ),
             _ => return Err(DataplaneError::MissingMap("CONNTRACK")),
         };
         Ok(Self {
@@ -79,6 +84,7 @@ impl FirewallMaps {
             prefixes_v6: typed!("FW_PREFIXES_V6"),
             counters: typed!("FW_COUNTERS"),
             conntrack: ct.try_into().map_err(map_err("CONNTRACK"))?,
+            conntrack_fd,
             conntrack_capacity,
             bitmaps: MmapArray::new(ebpf, "FW_BITMAPS")?,
             rules: MmapArray::new(ebpf, "FW_RULES")?,
@@ -280,6 +286,28 @@ impl FirewallMaps {
     pub fn conntrack_capacity(&self) -> u32 {
         self.conntrack_capacity
     }
+
+    /// A handle of its own on the connection table (flow export reads it
+    /// without holding the dataplane lock).
+    pub fn conntrack_reader(&self) -> Result<HashMap<MapData, CtKey, CtEntry>, DataplaneError> {
+        let fd = self
+            .conntrack_fd
+            .try_clone()
+            .map_err(|e| DataplaneError::Dup("CONNTRACK", e))?;
+        let data = MapData::from_fd(fd).map_err(map_err("CONNTRACK"))?;
+        Map::LruHashMap(data)
+            .try_into()
+            .map_err(map_err("CONNTRACK"))
+    }
+}
+
+/// A second descriptor of a map.
+pub(super) fn dup_fd(data: &MapData) -> Result<std::os::fd::OwnedFd, DataplaneError> {
+    use std::os::fd::AsFd as _;
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DataplaneError::Dup("map", e))
 }
 
 /// LPM key of an IPv4 prefix of the (table, side) `tag`: the tag byte, then

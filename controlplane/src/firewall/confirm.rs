@@ -12,8 +12,11 @@
 use std::sync::{Arc, Weak};
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::SqlitePool;
 use tokio::{task::AbortHandle, time::Instant};
+
+use crate::events::{Severity, emit};
 
 use super::{
     CommitSummary, Firewall, FirewallError,
@@ -160,6 +163,11 @@ impl Firewall {
             within,
             "firewall commit waits for confirmation; it rolls back unless confirmed"
         );
+        emit(
+            Severity::Notice,
+            "firewall_commit_pending",
+            json!({ "commit": summary.commit, "confirm_within": within }),
+        );
         self.pending = Some(Pending {
             info,
             deadline,
@@ -175,6 +183,11 @@ impl Firewall {
         // Dropping it stops the timer.
         self.pending = None;
         tracing::info!(commit = view.commit, "firewall commit confirmed");
+        emit(
+            Severity::Notice,
+            "firewall_confirm",
+            json!({ "commit": view.commit }),
+        );
         Ok(view)
     }
 
@@ -207,6 +220,11 @@ impl Firewall {
             commit = summary.commit,
             unconfirmed = info.commit,
             "firewall rolled back: {comment}"
+        );
+        emit(
+            Severity::Warning,
+            "firewall_rollback",
+            json!({ "commit": summary.commit, "unconfirmed": info.commit, "reason": comment }),
         );
         Ok(Some(summary))
     }
@@ -249,6 +267,11 @@ impl Firewall {
             commit = summary.commit,
             unconfirmed = info.commit,
             "firewall: {comment}"
+        );
+        emit(
+            Severity::Warning,
+            "firewall_rollback",
+            json!({ "commit": summary.commit, "unconfirmed": info.commit, "reason": comment }),
         );
         Ok(Some(summary.commit))
     }

@@ -243,6 +243,18 @@ impl Firewall {
             bitmaps = applied.stats.bitmaps,
             "firewall ruleset committed by {author}"
         );
+        crate::events::emit(
+            crate::events::Severity::Notice,
+            "firewall_commit",
+            serde_json::json!({
+                "commit": commit,
+                "author": author,
+                "comment": comment,
+                "generation": applied.generation,
+                "forward_rules": applied.rules[0],
+                "input_rules": applied.rules[1],
+            }),
+        );
         self.activate(commit, ruleset, applied);
         Ok(summary)
     }

@@ -32,8 +32,11 @@ use super::{AppState, Error};
 use crate::{
     dataplane::{Count, Dataplane, SlotCounters},
     firewall::rule::Chain,
+    flowexport::ExportCounters,
     netlink::sync::SyncStatus,
+    outbox::{Class as OutboxClass, ClassCounts},
 };
+use std::sync::atomic::Ordering;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -99,6 +102,11 @@ pub struct Snapshot {
     /// (map, entries, capacity).
     pub maps: Vec<(&'static str, u64, u64)>,
     pub sync: SyncStatus,
+    /// Flow export and the outbox's classes (absent without an exporter).
+    pub export: Option<ExportCounters>,
+    pub outbox: Vec<(&'static str, ClassCounts)>,
+    /// Event log: (events written, file write errors).
+    pub events: Option<(u64, u64)>,
 }
 
 /// Read every source: the firewall first (its lock, then the dataplane's,
@@ -109,6 +117,21 @@ async fn collect(state: &AppState) -> Result<Snapshot, Error> {
         sync: state.sync.borrow().clone(),
         ..Snapshot::default()
     };
+    if let Some(x) = &state.export {
+        snap.export = Some(x.counters());
+        let stats = x.outbox().stats();
+        snap.outbox = vec![
+            ("ipfix", stats.class(OutboxClass::Ipfix).snapshot()),
+            ("syslog", stats.class(OutboxClass::Syslog).snapshot()),
+        ];
+    }
+    if let Some(log) = crate::events::current() {
+        let st = log.stats();
+        snap.events = Some((
+            st.emitted.load(Ordering::Relaxed),
+            st.file_errors.load(Ordering::Relaxed),
+        ));
+    }
     {
         let fw = state.firewall.lock().await;
         let counters = fw.counters()?;
@@ -567,7 +590,110 @@ pub fn render(s: &Snapshot) -> String {
             ms as f64 / 1000.0,
         );
     }
+    render_export(&mut e, s);
     e.out
+}
+
+/// Flow export, the outbox and the event log.
+fn render_export(e: &mut Exposition, s: &Snapshot) {
+    if let Some(x) = &s.export {
+        e.family(
+            "xdpgate_export_records_total",
+            Kind::Counter,
+            "IPFIX flow records built, by whether the outbox took them (queued) or was full (dropped).",
+        );
+        e.sample(
+            "xdpgate_export_records_total",
+            &[("result", "queued")],
+            x.records_queued,
+        );
+        e.sample(
+            "xdpgate_export_records_total",
+            &[("result", "dropped")],
+            x.records_dropped,
+        );
+        for (name, kind, help, value) in [
+            (
+                "xdpgate_export_messages_total",
+                Kind::Counter,
+                "IPFIX messages handed to the outbox.",
+                x.messages,
+            ),
+            (
+                "xdpgate_export_scans_total",
+                Kind::Counter,
+                "Scans of the connection table by the exporter.",
+                x.scans,
+            ),
+            (
+                "xdpgate_export_scan_errors_total",
+                Kind::Counter,
+                "Exporter scans that failed to read a map (each logged).",
+                x.scan_errors,
+            ),
+            (
+                "xdpgate_export_flows",
+                Kind::Gauge,
+                "Flows the exporter follows.",
+                x.flows,
+            ),
+        ] {
+            e.family(name, kind, help);
+            e.sample(name, &[], value);
+        }
+        e.family(
+            "xdpgate_export_last_scan_seconds",
+            Kind::Gauge,
+            "How long the exporter's last scan of the connection table took.",
+        );
+        e.sample(
+            "xdpgate_export_last_scan_seconds",
+            &[],
+            x.last_scan_us as f64 / 1e6,
+        );
+    }
+    if !s.outbox.is_empty() {
+        e.family(
+            "xdpgate_outbox_datagrams_total",
+            Kind::Counter,
+            "UDP datagrams of the appliance's own output (IPFIX, syslog): sent (the kernel took them), dropped (queue full: a slow or absent collector) or send_error.",
+        );
+        for (class, c) in &s.outbox {
+            for (result, n) in [
+                ("sent", c.sent),
+                ("dropped", c.dropped),
+                ("send_error", c.send_errors),
+            ] {
+                e.sample(
+                    "xdpgate_outbox_datagrams_total",
+                    &[("class", class), ("result", result)],
+                    n,
+                );
+            }
+        }
+        e.family(
+            "xdpgate_outbox_bytes_total",
+            Kind::Counter,
+            "Payload bytes of the datagrams the kernel took, by class.",
+        );
+        for (class, c) in &s.outbox {
+            e.sample("xdpgate_outbox_bytes_total", &[("class", class)], c.bytes);
+        }
+    }
+    if let Some((emitted, file_errors)) = s.events {
+        e.family(
+            "xdpgate_events_total",
+            Kind::Counter,
+            "Events written to the event log.",
+        );
+        e.sample("xdpgate_events_total", &[], emitted);
+        e.family(
+            "xdpgate_event_file_errors_total",
+            Kind::Counter,
+            "Event lines the event log file failed to take.",
+        );
+        e.sample("xdpgate_event_file_errors_total", &[], file_errors);
+    }
 }
 
 #[cfg(test)]

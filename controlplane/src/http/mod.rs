@@ -3,6 +3,7 @@
 mod auth;
 mod conntrack;
 mod error;
+mod export;
 mod fib;
 mod firewall;
 mod firewall_history;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// The API listens on a loopback address: requests without a token
     /// may read, and may write until the first token exists (`http::auth`).
     pub listener_is_loopback: bool,
+    /// The flow exporter (None in handler tests that do not need it).
+    pub export: Option<Arc<crate::flowexport::Exporter>>,
 }
 
 /// Every route `app` serves, as (method, path). The OpenAPI document
@@ -84,6 +87,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/interfaces/{name}"),
     ("POST", "/api/v1/interfaces/{name}/attach"),
     ("POST", "/api/v1/interfaces/{name}/detach"),
+    ("GET", "/api/v1/export"),
+    ("PUT", "/api/v1/export"),
 ];
 
 /// The web UI's routes (`http::ui`): static files, not API operations, so
@@ -107,7 +112,8 @@ pub fn app(state: AppState) -> Router {
                 .merge(firewall_rules::router())
                 .merge(static_routes::router())
                 .merge(conntrack::router())
-                .merge(interfaces::router()),
+                .merge(interfaces::router())
+                .merge(export::router()),
         )
         .fallback(error::not_found)
         // Outermost last: authentication runs first, then the body limit.

@@ -21,8 +21,8 @@ use utoipa::{
 };
 
 use super::{
-    AppState, auth, conntrack, error::ErrorBody, fib, firewall, firewall_history, firewall_rules,
-    firewall_sets, health, interfaces, metrics, static_routes, stats,
+    AppState, auth, conntrack, error::ErrorBody, export, fib, firewall, firewall_history,
+    firewall_rules, firewall_sets, health, interfaces, metrics, static_routes, stats,
 };
 
 pub fn router() -> Router<AppState> {
@@ -37,7 +37,7 @@ const BEARER: &str = "bearer";
     info(
         title = "xdpgate",
         description = "The xdpgate daemon's HTTP API: forwarding state, the firewall (candidate, \
-                       commits, history), static routes, connection tracking and interfaces.\n\n\
+                       commits, history), static routes, connection tracking, interfaces and flow export.\n\n\
                        Authentication: on a loopback listener reads need no token, and writes \
                        need none until the first API token exists (`xdpgate token create`); on \
                        any other listener every request needs `Authorization: Bearer <token>`. \
@@ -83,6 +83,8 @@ const BEARER: &str = "bearer";
         interfaces::one,
         interfaces::attach,
         interfaces::detach,
+        export::show,
+        export::replace,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared),
@@ -96,6 +98,7 @@ const BEARER: &str = "bearer";
         (name = "static-routes", description = "Static routes, installed into the kernel"),
         (name = "conntrack", description = "The connection table"),
         (name = "interfaces", description = "Interfaces XDP runs on"),
+        (name = "export", description = "IPFIX flow export and drop-log sampling"),
     )
 )]
 struct ApiDoc;

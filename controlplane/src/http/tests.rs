@@ -18,6 +18,7 @@ async fn state() -> AppState {
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted: Default::default(),
         listener_is_loopback: true,
+        export: None,
     }
 }
 

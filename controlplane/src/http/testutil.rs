@@ -25,6 +25,9 @@ pub async fn state_on(listener_is_loopback: bool) -> AppState {
         Dataplane::load().expect("load the XDP object (needs root)"),
     ));
     let firewall = Firewall::new(db.clone(), dataplane.clone());
+    let outbox = Arc::new(crate::outbox::Outbox::start(64, 64).expect("outbox"));
+    let export = crate::flowexport::Exporter::start(&dataplane, Default::default(), outbox)
+        .expect("exporter");
     AppState {
         dataplane,
         db,
@@ -32,6 +35,7 @@ pub async fn state_on(listener_is_loopback: bool) -> AppState {
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted: Default::default(),
         listener_is_loopback,
+        export: Some(Arc::new(export)),
     }
 }
 

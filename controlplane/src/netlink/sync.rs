@@ -13,7 +13,12 @@ use super::{
     Source, SourceEvent,
     reconcile::{FibChange, Reconciler},
 };
-use crate::{dataplane::Dataplane, managed::Wanted};
+use crate::{
+    dataplane::Dataplane,
+    events::{Severity, emit},
+    managed::Wanted,
+};
+use serde_json::json;
 
 /// What the sync has done, for the API, metrics and health.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -83,6 +88,16 @@ pub async fn run<S: Source>(
                 ms = started.elapsed().as_millis() as u64,
                 "kernel state resynchronised"
             );
+            emit(
+                Severity::Info,
+                "kernel_resync",
+                json!({
+                    "changes": n,
+                    "routes": reconciler.route_count(),
+                    "neighbours": reconciler.neighbour_count(),
+                    "ms": started.elapsed().as_millis() as u64,
+                }),
+            );
         }
     }
 }
@@ -98,6 +113,7 @@ fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], wanted: &Wanted
             FibChange::DelIface(ifindex) => {
                 if let Some(name) = dp.forget(*ifindex) {
                     warn!(iface = %name, "managed interface vanished; will attach again if it returns");
+                    emit(Severity::Warning, "link_vanished", json!({ "iface": name }));
                 }
             }
             FibChange::SetIface(i) if !dp.is_attached(&i.name) => {
@@ -105,8 +121,30 @@ fn reattach(dataplane: &Mutex<Dataplane>, changes: &[FibChange], wanted: &Wanted
                     continue;
                 };
                 match crate::managed::attach(&mut dp, &i.name, mode) {
-                    Ok(_) => info!(iface = %i.name, "managed interface is back"),
-                    Err(e) => warn!(iface = %i.name, "re-attaching failed: {e}"),
+                    Ok(_) => {
+                        info!(iface = %i.name, "managed interface is back");
+                        emit(Severity::Notice, "link_back", json!({ "iface": i.name }));
+                    }
+                    Err(e) => {
+                        warn!(iface = %i.name, "re-attaching failed: {e}");
+                        emit(
+                            Severity::Warning,
+                            "link_reattach_failed",
+                            json!({ "iface": i.name, "error": e.to_string() }),
+                        );
+                    }
+                }
+            }
+            FibChange::SetIface(i) => {
+                // A managed link going down or up (admin or carrier).
+                if let Some(prev) = dp.fib().iface(i.ifindex)
+                    && prev.up != i.up
+                {
+                    emit(
+                        Severity::Notice,
+                        "link_state",
+                        json!({ "iface": i.name, "up": i.up }),
+                    );
                 }
             }
             _ => {}

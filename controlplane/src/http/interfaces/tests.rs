@@ -87,6 +87,7 @@ async fn state(wanted: Wanted, sync: SyncStatus) -> AppState {
         firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted,
         listener_is_loopback: true,
+        export: None,
     }
 }
 

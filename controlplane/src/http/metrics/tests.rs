@@ -327,6 +327,67 @@ fn an_empty_snapshot_still_declares_every_family() {
 }
 
 #[test]
+fn export_outbox_and_event_counters_are_exposed() {
+    let snap = Snapshot {
+        export: Some(crate::flowexport::ExportCounters {
+            records_queued: 40,
+            records_dropped: 2,
+            messages: 5,
+            scans: 9,
+            flows: 3,
+            last_scan_us: 2500,
+            scan_errors: 1,
+            datagrams: Default::default(),
+            io_backend: "poll".into(),
+        }),
+        outbox: vec![
+            (
+                "ipfix",
+                crate::outbox::ClassCounts {
+                    sent: 5,
+                    bytes: 700,
+                    dropped: 4,
+                    send_errors: 6,
+                },
+            ),
+            ("syslog", Default::default()),
+        ],
+        events: Some((11, 0)),
+        ..Snapshot::default()
+    };
+    let (samples, types) = check(&render(&snap));
+    assert_eq!(types["xdpgate_export_records_total"], "counter");
+    assert_eq!(types["xdpgate_export_flows"], "gauge");
+    let v = |n, l: &[(&str, &str)]| value(&samples, n, l);
+    assert_eq!(
+        v("xdpgate_export_records_total", &[("result", "queued")]),
+        40.0
+    );
+    assert_eq!(
+        v("xdpgate_export_records_total", &[("result", "dropped")]),
+        2.0
+    );
+    assert_eq!(v("xdpgate_export_last_scan_seconds", &[]), 0.0025);
+    let d = "xdpgate_outbox_datagrams_total";
+    assert_eq!(v(d, &[("class", "ipfix"), ("result", "sent")]), 5.0);
+    assert_eq!(v(d, &[("class", "ipfix"), ("result", "dropped")]), 4.0);
+    assert_eq!(v(d, &[("class", "ipfix"), ("result", "send_error")]), 6.0);
+    assert_eq!(v(d, &[("class", "syslog"), ("result", "sent")]), 0.0);
+    assert_eq!(
+        v("xdpgate_outbox_bytes_total", &[("class", "ipfix")]),
+        700.0
+    );
+    assert_eq!(v("xdpgate_events_total", &[]), 11.0);
+    // Without an exporter none of it appears.
+    let (samples, _) = check(&render(&Snapshot::default()));
+    assert!(
+        !samples
+            .iter()
+            .any(|(n, _, _)| n.starts_with("xdpgate_export"))
+    );
+}
+
+#[test]
 #[should_panic(expected = "duplicate series")]
 fn the_checker_refuses_a_duplicate_series() {
     check("# HELP a_total x\n# TYPE a_total counter\na_total{l=\"1\"} 1\na_total{l=\"1\"} 2\n");
@@ -365,6 +426,7 @@ async fn get_metrics_serves_the_format_from_a_loaded_dataplane() {
         firewall: std::sync::Arc::new(tokio::sync::Mutex::new(firewall)),
         wanted: crate::managed::Wanted::new(["absent0".to_owned()], Default::default()),
         listener_is_loopback: true,
+        export: None,
     };
     let resp = super::super::app(state)
         .oneshot(
