@@ -33,6 +33,9 @@ use crate::{
 };
 use flows::{Clock, Timeouts, Tracker};
 
+/// How long one message may wait for room in the outbox's queue.
+const SEND_WAIT: Duration = Duration::from_millis(50);
+
 /// At most this many collectors.
 pub const MAX_COLLECTORS: usize = 8;
 
@@ -478,11 +481,18 @@ impl Run {
             if templates {
                 session.templates_at = Some(Instant::now());
             }
+            // A burst larger than the outbox's queue (a scan that ends
+            // 100k flows) waits for room, on this thread only; once a wait
+            // runs out the collector is not keeping up and the rest of the
+            // burst is dropped at once (counted, with a gap in the
+            // sequence numbers for the collector to see, RFC 7011 §3.1).
+            let mut wait = SEND_WAIT;
             for (msg, n) in session.encoder.encode(export_secs, templates, records) {
                 self.stats.messages.fetch_add(1, Ordering::Relaxed);
-                let counter = if self.outbox.send(Class::Ipfix, c, msg) {
+                let counter = if self.outbox.send_within(Class::Ipfix, c, msg, wait) {
                     &self.stats.records_queued
                 } else {
+                    wait = Duration::ZERO;
                     &self.stats.records_dropped
                 };
                 counter.fetch_add(n.into(), Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::{
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sockio::{Buf, Errno, Handler, Io, Mode, SockAddr, SockId};
@@ -111,6 +111,16 @@ impl Outbox {
     /// Start the thread with a channel of `capacity` datagrams and at most
     /// `queue_limit` datagrams waiting per socket in the loop.
     pub fn start(capacity: usize, queue_limit: usize) -> Result<Outbox, OutboxError> {
+        Self::start_on(capacity, queue_limit, None)
+    }
+
+    /// [`Outbox::start`] on `backend` (None: the one `XDPGATE_IO_BACKEND`
+    /// names); benchmarks compare the backends in one process this way.
+    pub fn start_on(
+        capacity: usize,
+        queue_limit: usize,
+        backend: Option<sockio::BackendKind>,
+    ) -> Result<Outbox, OutboxError> {
         let (tx, rx) = mpsc::sync_channel::<Datagram>(capacity.max(1));
         let stats = Arc::new(Stats::default());
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -118,7 +128,7 @@ impl Outbox {
         let thread = std::thread::Builder::new()
             .name("xdpgate-outbox".into())
             .spawn(move || {
-                let looped = Looped::new(queue_limit, thread_stats);
+                let looped = Looped::new(queue_limit, backend, thread_stats);
                 match looped {
                     Ok(mut l) => {
                         let _ = ready_tx.send(Ok(l.io.describe()));
@@ -152,14 +162,36 @@ impl Outbox {
     }
 
     /// Queue a datagram; false (and counted as dropped) if it cannot be.
+    /// Never blocks.
     pub fn send(&self, class: Class, to: SocketAddr, payload: Vec<u8>) -> bool {
-        let d = Datagram { class, to, payload };
-        let queued = match &self.tx {
-            Some(tx) => match tx.try_send(d) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
+        self.send_within(class, to, payload, Duration::ZERO)
+    }
+
+    /// [`Outbox::send`], waiting up to `wait` for room when the queue is
+    /// full: for a sender on a thread of its own (the flow exporter) whose
+    /// bursts are larger than the queue. Bounded: then it drops.
+    pub fn send_within(
+        &self,
+        class: Class,
+        to: SocketAddr,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut d = Datagram { class, to, payload };
+        let queued = loop {
+            let Some(tx) = &self.tx else { break false };
+            match tx.try_send(d) {
+                Ok(()) => break true,
+                Err(TrySendError::Disconnected(_)) => break false,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        break false;
+                    }
+                    d = back;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
         };
         if !queued {
             self.stats
@@ -235,8 +267,16 @@ struct Looped {
 }
 
 impl Looped {
-    fn new(queue_limit: usize, stats: Arc<Stats>) -> Result<Looped, OutboxError> {
-        let mut io = Io::builder().queue_limit(queue_limit.max(BATCH)).build()?;
+    fn new(
+        queue_limit: usize,
+        backend: Option<sockio::BackendKind>,
+        stats: Arc<Stats>,
+    ) -> Result<Looped, OutboxError> {
+        let mut builder = Io::builder().queue_limit(queue_limit.max(BATCH));
+        if let Some(kind) = backend {
+            builder = builder.backend(kind);
+        }
+        let mut io = builder.build()?;
         let completions = Rc::new(RefCell::new(Completions {
             stats: stats.clone(),
             socks: Vec::new(),
@@ -329,8 +369,6 @@ impl Looped {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     fn wait_for(what: &str, f: impl Fn() -> bool) {
