@@ -99,6 +99,8 @@ impl Drop for Capture {
 struct Sink {
     stop: Arc<AtomicBool>,
     datagrams: Arc<AtomicU64>,
+    /// The first datagrams, kept whole.
+    kept: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -106,8 +108,9 @@ impl Sink {
     fn start(ns: &str, addr: SocketAddr) -> Sink {
         let stop = Arc::new(AtomicBool::new(false));
         let datagrams = Arc::new(AtomicU64::new(0));
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (ns, s, d) = (ns.to_owned(), stop.clone(), datagrams.clone());
+        let (ns, s, d, k) = (ns.to_owned(), stop.clone(), datagrams.clone(), kept.clone());
         let thread = std::thread::spawn(move || {
             netns::in_netns(&ns, || {
                 let sock = UdpSocket::bind(addr).expect("bind the collector");
@@ -116,8 +119,12 @@ impl Sink {
                 ready_tx.send(()).expect("ready");
                 let mut buf = [0u8; 65536];
                 while !s.load(Ordering::Relaxed) {
-                    if sock.recv(&mut buf).is_ok() {
+                    if let Ok(n) = sock.recv(&mut buf) {
                         d.fetch_add(1, Ordering::Relaxed);
+                        let mut k = k.lock().expect("kept");
+                        if k.len() < 100 {
+                            k.push(buf[..n].to_vec());
+                        }
                     }
                 }
             })
@@ -129,6 +136,7 @@ impl Sink {
         Sink {
             stop,
             datagrams,
+            kept,
             thread: Some(thread),
         }
     }
@@ -282,6 +290,8 @@ fn exchange_is_exported(backend: &str) {
     let sent_h1 = Capture::start(&l.h1(), "eth0", traffic, tmp("h1.pcapng"));
     let sent_h2 = Capture::start(&l.h2(), "eth0", traffic, tmp("h2.pcapng"));
     let sink = Sink::start(&h3.ns, collector);
+    let syslog_at = SocketAddr::new(ip(H3_V4), 5514);
+    let syslog = Sink::start(&h3.ns, syslog_at);
     let events = tmp("events.jsonl");
     let _ = std::fs::remove_file(&events);
     let daemon = Daemon::start_forwarding_env(
@@ -295,6 +305,8 @@ fn exchange_is_exported(backend: &str) {
             "200",
             "--event-log",
             events.to_str().expect("utf-8 path"),
+            "--syslog",
+            &syslog_at.to_string(),
         ],
         &[("XDPGATE_IO_BACKEND", backend)],
     );
@@ -398,6 +410,22 @@ fn exchange_is_exported(backend: &str) {
         .collect();
     assert!(kinds.contains(&"daemon_start".to_owned()), "{log}");
     assert!(kinds.contains(&"daemon_stop".to_owned()), "{log}");
+    // The same events as RFC 5424 syslog over UDP: <PRI>1 TS HOST APP PID MSGID.
+    let msgs: Vec<String> = syslog
+        .kept
+        .lock()
+        .expect("kept")
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    let start = msgs
+        .iter()
+        .find(|m| m.contains(" daemon_start - "))
+        .unwrap_or_else(|| panic!("no daemon_start in syslog: {msgs:#?}"));
+    // local0 (16) * 8 + notice (5) = 133.
+    assert!(start.starts_with("<133>1 20"), "{start}");
+    assert!(start.contains(" xdpgate "), "{start}");
+    assert_eq!(msgs.len(), kinds.len(), "syslog {msgs:#?} vs file {log}");
     let _ = std::fs::remove_file(&events);
     for f in [file, h1_file, h2_file] {
         let _ = std::fs::remove_file(f);
