@@ -7,19 +7,26 @@
 //! with the packet's fields; a rule without the flag, an accept with it,
 //! and the chain policy write none. Sampling 1-in-10 over 1000 packets
 //! keeps between 50 and 200; a full ring buffer loses records and counts
-//! them.
+//! them. Last, the reader task (`firewall_log::spawn`) end to end: records
+//! become `firewall_drop` events in an event log file, rate limited, with a
+//! `firewall_log_suppressed` summary.
 //!
 //! Needs root (namespaces, CAP_BPF).
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use dataplane_common::{
     Action, CHAIN_FORWARD, CHAIN_INPUT, FW_DROP, FW_LOG_F_ICMP, FW_LOG_F_PORTS, FW_LOG_F_TCP,
     FW_REJECT, FwLogRecord, Reason, ipv4_mapped,
 };
 use xdpgate::{
+    events::{self, EventLog},
     fib::RouteTarget,
     firewall::{compile::compile, rule::Ruleset},
-    firewall_log::LogMaps,
+    firewall_log::{self, DropLogLimits, LogMaps},
 };
 use xdpgate_tests::{
     fibtest::{Router, in_router},
@@ -271,4 +278,117 @@ fn sampling_keeps_about_one_in_n_and_a_full_ring_counts_its_losses() {
         assert!(lost > 0 && written > 1000, "{written} written, {lost} lost");
         assert_eq!(drain(&mut log).len() as u64, written);
     });
+}
+
+/// The event log file's lines of `kind`.
+fn events_of(path: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// Wait (on the runtime, so the reader runs) until `f` holds, for up to 5 s.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn the_reader_emits_rate_limited_events_and_a_suppressed_summary() {
+    let dir = std::env::temp_dir().join(format!("xdpgate-fwlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&path);
+    with_router(|r| {
+        install(r, rules());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let sink = EventLog::open(Some(&path), None, None).expect("event log");
+            events::install(Some(Arc::new(sink)));
+            let limits = DropLogLimits {
+                rate_per_s: 2,
+                burst: 3,
+                sample: 1,
+            };
+            let log = firewall_log::spawn(&mut r.dp, limits).expect("spawn");
+            let frame = tcp_frame(r, 23, tcp::SYN);
+            for _ in 0..10 {
+                run(r, &frame, Action::Drop);
+            }
+            eventually("10 records read", || log.stats().records == 10).await;
+            let s = log.stats();
+            assert_eq!((s.emitted, s.suppressed), (3, 7), "{s:?}");
+            assert_eq!((s.kernel_written, s.kernel_lost), (10, 0), "{s:?}");
+            let drops = events_of(&path, "firewall_drop");
+            assert_eq!(drops.len(), 3, "{drops:?}");
+            let d = &drops[0];
+            assert_eq!(
+                (
+                    &d["rule_id"],
+                    &d["chain"],
+                    &d["action"],
+                    &d["in_interface"],
+                    &d["out_interface"],
+                ),
+                (
+                    &serde_json::json!(ID_TCP_LOG),
+                    &serde_json::json!("forward"),
+                    &serde_json::json!("drop"),
+                    &serde_json::json!("eth1"),
+                    &serde_json::json!("eth2"),
+                ),
+                "{d}"
+            );
+            assert_eq!(
+                (
+                    &d["src"],
+                    &d["dst"],
+                    &d["dport"],
+                    &d["tcp_flags"],
+                    &d["proto"]
+                ),
+                (
+                    &serde_json::json!("198.18.1.2"),
+                    &serde_json::json!("198.18.2.2"),
+                    &serde_json::json!(23),
+                    &serde_json::json!("syn"),
+                    &serde_json::json!("tcp"),
+                ),
+                "{d}"
+            );
+            assert_eq!(d["severity"], "warning");
+            // Within a second or so a token is back: one summary of 7.
+            eventually("the suppressed summary", || {
+                !events_of(&path, "firewall_log_suppressed").is_empty()
+            })
+            .await;
+            let summary = events_of(&path, "firewall_log_suppressed");
+            assert_eq!(summary.len(), 1, "{summary:?}");
+            assert_eq!(summary[0]["suppressed"], 7);
+
+            // New limits take effect at once: sample 1000 keeps (almost)
+            // nothing in the program.
+            log.set_limits(DropLogLimits {
+                sample: 1000,
+                ..limits
+            })
+            .expect("set limits");
+            for _ in 0..200 {
+                run(r, &frame, Action::Drop);
+            }
+            let s = log.stats();
+            assert!(s.kernel_sampled_out >= 190, "{s:?}");
+            events::install(None);
+        });
+    });
+    std::fs::remove_dir_all(dir).expect("cleanup");
 }
