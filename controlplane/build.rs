@@ -16,6 +16,9 @@ fn main() -> anyhow::Result<()> {
     } else {
         &[]
     };
+    // sqlx::migrate! embeds ../migrations; a new file there must rebuild
+    // the crate (the sqlx docs' `sqlx migrate build-script`).
+    println!("cargo:rerun-if-changed=../migrations");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "dataplane-ebpf",

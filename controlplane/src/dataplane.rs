@@ -760,6 +760,12 @@ impl Dataplane {
         xdp_program(&mut self.ebpf, FLOOR_PROGRAM)
     }
 
+    /// Take map `name` out of the object, for a module that owns it from
+    /// then on (`firewall_log`'s ring buffer). Each map can be taken once.
+    pub fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
+        take_map(&mut self.ebpf, name)
+    }
+
     pub fn counters(&self) -> &CounterMaps {
         &self.counters
     }

@@ -12,6 +12,7 @@ pub mod dir24;
 pub mod events;
 pub mod fib;
 pub mod firewall;
+pub mod firewall_log;
 pub mod flowexport;
 pub mod http;
 pub mod ifinfo;

@@ -78,7 +78,82 @@ pub struct FwRule {
     pub action: u32,
     /// The rule's id in the database, carried into connection entries.
     pub id: u32,
+    /// `FW_RULE_F_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// Packets the rule drops or rejects are logged ([`FwLogRecord`] into
+/// `FW_LOG`, sampled by [`FwLogConfig::sample`]). Accepts are never logged.
+pub const FW_RULE_F_LOG: u32 = 1;
+
+/// Byte size of the `FW_LOG` ring buffer (a power-of-2 multiple of the page
+/// size, as kernel/bpf/ringbuf.c requires): about 3,600 records (64
+/// bytes each plus the kernel's 8-byte header) for the reader to catch up.
+pub const FW_LOG_BYTES: u32 = 256 * 1024;
+
+/// Value of the one-entry `FW_LOG_CONFIG` array. Written by the control
+/// plane (`firewall_log`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwLogConfig {
+    /// Log one packet in `sample` (chosen with `bpf_get_prandom_u32`); 0
+    /// and 1 log every packet.
+    pub sample: u32,
+}
+
+/// Indices of the `FW_LOG_STATS` per-CPU array (`u64` each).
+/// Records written into `FW_LOG`.
+pub const FW_LOG_STAT_WRITTEN: u32 = 0;
+/// Records lost: the ring buffer was full (the reader is behind).
+pub const FW_LOG_STAT_LOST: u32 = 1;
+/// Packets of logging rules left out by sampling.
+pub const FW_LOG_STAT_SAMPLED_OUT: u32 = 2;
+pub const FW_LOG_STATS: u32 = 3;
+
+/// One logged drop or reject, as the program saw the packet before the
+/// verdict (a reject's reply is built afterwards).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwLogRecord {
+    /// Database id of the rule.
+    pub rule_id: u32,
+    /// Ingress interface, and the egress one the route chose (0: the box
+    /// itself, the input chain).
+    pub ifindex_in: u32,
+    pub ifindex_out: u32,
+    /// Frame length as XDP saw it.
+    pub len: u32,
+    /// CHAIN_FORWARD or CHAIN_INPUT.
+    pub chain: u8,
+    /// FW_DROP or FW_REJECT.
+    pub action: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol (the last header's for IPv6 with extension headers).
+    pub proto: u8,
+    /// IPv4-mapped for IPv4 (see [`crate::ipv4_mapped`]).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Valid with FW_LOG_F_PORTS.
+    pub sport: u16,
+    pub dport: u16,
+    /// Valid with FW_LOG_F_ICMP.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Valid with FW_LOG_F_TCP.
+    pub tcp_flags: u8,
+    /// `FW_LOG_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 4],
+}
+
+/// [`FwLogRecord::flags`]: the packet has TCP/UDP ports.
+pub const FW_LOG_F_PORTS: u8 = 1;
+/// ICMP (IPv4) or ICMPv6 type and code.
+pub const FW_LOG_F_ICMP: u8 = 2;
+/// TCP: the flags byte.
+pub const FW_LOG_F_TCP: u8 = 4;
 
 /// Per-rule counters, per CPU: `table * FW_COUNTERS_PER_TABLE + position`,
 /// with the policy at position [`FW_MAX_RULES`].

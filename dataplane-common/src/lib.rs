@@ -424,6 +424,8 @@ mod user {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::CtCounters {}
+    unsafe impl aya::Pod for super::FwLogConfig {}
+    unsafe impl aya::Pod for super::FwLogRecord {}
 }
 
 #[cfg(test)]
@@ -452,13 +454,18 @@ mod tests {
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);
         assert_eq!(core::mem::size_of::<RuleBitmap>(), 8 * FW_WORDS);
         assert_eq!(core::mem::size_of::<ChainInfo>(), 40);
-        assert_eq!(core::mem::size_of::<FwRule>(), 8);
+        assert_eq!(core::mem::size_of::<FwRule>(), 16);
         assert_eq!(core::mem::size_of::<FwIfaceKey>(), 8);
         assert_eq!(core::mem::size_of::<Config>(), 8 + 4 * CT_TIMEOUTS + 4);
         assert_eq!(core::mem::size_of::<CtKey>(), 40);
         #[cfg(not(feature = "layout-test"))]
         assert_eq!(core::mem::size_of::<CtEntry>(), 32);
         assert_eq!(core::mem::size_of::<CtCounters>(), 40);
+        assert_eq!(core::mem::size_of::<FwLogConfig>(), 4);
+        assert_eq!(core::mem::size_of::<FwLogRecord>(), 64);
+        assert_eq!(core::mem::offset_of!(FwLogRecord, src), 20);
+        assert_eq!(core::mem::offset_of!(FwLogRecord, sport), 52);
+        assert_eq!(core::mem::offset_of!(FwLogRecord, _pad), 60);
     }
 
     #[test]

@@ -12,11 +12,12 @@ use dataplane_common::{
     CFG_F_TRACK_ALL, CHAIN_F_CONNTRACK, CT_STATE_UNTRACKED, Counter, CtEntry, FIELD_CT_STATE,
     FIELD_DPORT, FIELD_ICMP4, FIELD_ICMP6, FIELD_PROTO, FIELD_SPORT, FIELD_STRIDE, FIELD_TCP_FLAGS,
     FW_ACCEPT, FW_CHAINS, FW_COUNTERS_PER_TABLE, FW_DIR_IN, FW_DIR_OUT, FW_MAX_RULES, FW_REJECT,
-    FW_SIDE_DST, FW_SIDE_SRC, FW_WORDS, FwIfaceKey, Reason, RuleBitmap, fw_prefix_tag,
+    FW_RULE_F_LOG, FW_SIDE_DST, FW_SIDE_SRC, FW_WORDS, FwIfaceKey, Reason, RuleBitmap,
+    fw_prefix_tag,
 };
 
 use crate::{
-    conntrack,
+    conntrack, fwlog,
     headers::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr, be16},
     maps::{
         CONFIG, FW_BITMAPS, FW_CHAIN_INFO, FW_COUNTERS, FW_FIELDS, FW_IFACES, FW_PREFIXES_V4,
@@ -107,11 +108,11 @@ pub fn verdict(
     position: u32,
 ) -> Result<(), Reason> {
     let table = s.table;
-    let (action, rule_id, counter) = match rule(table, position) {
-        Some((p, action, id)) => (action, id, p),
+    let (action, rule_id, counter, flags) = match rule(table, position) {
+        Some((p, action, id, flags)) => (action, id, p, flags),
         None => match FW_CHAIN_INFO.get(table) {
-            Some(info) => (info.policy, 0, FW_MAX_RULES),
-            None => (FW_ACCEPT, 0, FW_MAX_RULES),
+            Some(info) => (info.policy, 0, FW_MAX_RULES, 0),
+            None => (FW_ACCEPT, 0, FW_MAX_RULES, 0),
         },
     };
     count(ctx, table, counter);
@@ -121,6 +122,10 @@ pub fn verdict(
             conntrack::confirm(s, entry, rule_id, l3_len);
         }
         return Ok(());
+    }
+    // Before a reject turns the frame into its reply.
+    if flags & FW_RULE_F_LOG != 0 {
+        fwlog::record(ctx, s, action, rule_id);
     }
     if action == FW_REJECT && reject::send(ctx, packet, &s.view).is_ok() {
         return Err(Reason::Rejected);
@@ -142,14 +147,15 @@ pub struct Scratch {
     pub ct: conntrack::Tracked,
 }
 
-/// Position, action and database id of the rule at `position`.
+/// Position, action, database id and `FW_RULE_F_*` flags of the rule at
+/// `position`.
 #[inline(always)]
-fn rule(table: u32, position: u32) -> Option<(u32, u32, u32)> {
+fn rule(table: u32, position: u32) -> Option<(u32, u32, u32, u32)> {
     if position >= FW_MAX_RULES {
         return None;
     }
     let r = FW_RULES.get(table * FW_MAX_RULES + position)?;
-    Some((position, r.action, r.id))
+    Some((position, r.action, r.id, r.flags))
 }
 
 #[inline(always)]

@@ -9,6 +9,7 @@
 mod conntrack;
 mod firewall;
 mod forward;
+mod fwlog;
 mod headers;
 mod maps;
 mod parse;

@@ -2,16 +2,18 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+    },
 };
 use dataplane_common::{
     CLASS_COUNTER_ENTRIES, CT_DEFAULT_MAX, ChainInfo, Config, Counter, CtCounters, CtEntry, CtKey,
     DIR24_DEFAULT_TBL8_GROUPS, DIR24_TBL24_BLOCKS, Dir24Block, FW_DEFAULT_BITMAPS,
-    FW_FIELD_ENTRIES, FW_MAX_IFACE_KEYS, FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_MAX_RULES,
-    FW_RULE_COUNTER_ENTRIES, FW_TABLES, FwIfaceKey, FwPrefixV4, FwPrefixV6, FwRule, IfaceInfo,
-    MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6,
-    MAX_VLANS, NeighKey, Neighbour, NextHop, NhGroup, REASON_COUNTER_ENTRIES, Route, RouteKeyV4,
-    RouteKeyV6, RuleBitmap, VlanKey,
+    FW_FIELD_ENTRIES, FW_LOG_BYTES, FW_LOG_STATS as FW_LOG_STAT_ENTRIES, FW_MAX_IFACE_KEYS,
+    FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_MAX_RULES, FW_RULE_COUNTER_ENTRIES, FW_TABLES,
+    FwIfaceKey, FwLogConfig, FwPrefixV4, FwPrefixV6, FwRule, IfaceInfo, MAX_IFACES, MAX_NEIGHBOURS,
+    MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_VLANS, NeighKey, Neighbour,
+    NextHop, NhGroup, REASON_COUNTER_ENTRIES, Route, RouteKeyV4, RouteKeyV6, RuleBitmap, VlanKey,
 };
 
 /// ifindex (u32) -> IfaceInfo: every managed interface, VLAN sub-interfaces
@@ -107,6 +109,22 @@ pub static FW_PREFIXES_V6: LpmTrie<FwPrefixV6, u32> =
 #[map]
 pub static FW_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(FW_RULE_COUNTER_ENTRIES, 0);
+
+/// Firewall drop log: FwLogRecord of each sampled drop or reject by a rule
+/// with FW_RULE_F_LOG. Written here, read by the control plane
+/// (`firewall_log`).
+#[map]
+pub static FW_LOG: RingBuf = RingBuf::with_byte_size(FW_LOG_BYTES, 0);
+
+/// Drop log sampling (one entry). Written by the control plane.
+#[map]
+pub static FW_LOG_CONFIG: Array<FwLogConfig> = Array::with_max_entries(1, 0);
+
+/// Drop log counters (`FW_LOG_STAT_*` -> u64), per CPU: records written,
+/// lost to a full ring buffer, left out by sampling. Read by the control
+/// plane.
+#[map]
+pub static FW_LOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FW_LOG_STAT_ENTRIES, 0);
 
 /// Connection tracking: canonical 5-tuple -> state. LRU, so a full table
 /// evicts the least recently used flow rather than refusing new ones. The

@@ -235,13 +235,19 @@ pub fn render_active(v: &Value) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<8} {:>4} {:>6}  {:<44} {:<7} {:>12} {:>14}  COMMENT",
+        "{:<8} {:>4} {:>6}  {:<44} {:<10} {:>12} {:>14}  COMMENT",
         "CHAIN", "POS", "ID", "MATCH", "ACTION", "PACKETS", "BYTES"
     );
     for r in v["rules"].as_array().into_iter().flatten() {
-        let (summary, enabled) = match view_rule(r) {
-            Some(rule) => (store::match_summary(&rule), rule.enabled),
-            None => ("?".to_owned(), true),
+        let (summary, enabled, log) = match view_rule(r) {
+            Some(rule) => (store::match_summary(&rule), rule.enabled, rule.log),
+            None => ("?".to_owned(), true, false),
+        };
+        // nft's order, as in the diff: `log drop`.
+        let action = if log {
+            format!("log {}", text(&r["action"]))
+        } else {
+            text(&r["action"])
         };
         let summary = match (enabled, summary.is_empty()) {
             (false, true) => "(disabled)".to_owned(),
@@ -251,12 +257,12 @@ pub fn render_active(v: &Value) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<8} {:>4} {:>6}  {:<44} {:<7} {:>12} {:>14}  {}",
+            "{:<8} {:>4} {:>6}  {:<44} {:<10} {:>12} {:>14}  {}",
             text(&r["chain"]),
             text(&r["position"]),
             text(&r["id"]),
             summary,
-            text(&r["action"]),
+            action,
             r["packets"].as_u64().unwrap_or(0),
             r["bytes"].as_u64().unwrap_or(0),
             r["comment"].as_str().unwrap_or("")
@@ -266,7 +272,7 @@ pub fn render_active(v: &Value) -> String {
         let c = &v["policy_counters"][chain];
         let _ = writeln!(
             out,
-            "policy {chain:<8} {:<7} {:>12} packets {:>14} bytes",
+            "policy {chain:<8} {:<10} {:>12} packets {:>14} bytes",
             text(&v["policy"][chain]),
             c["packets"].as_u64().unwrap_or(0),
             c["bytes"].as_u64().unwrap_or(0)
@@ -303,7 +309,7 @@ mod tests {
                                 "input": {"packets": 0, "bytes": 0}},
             "rules": [
                 {"position": 1, "id": 7, "chain": "forward", "enabled": true,
-                 "src": "@blocklist", "action": "drop", "comment": "bad guys",
+                 "src": "@blocklist", "action": "drop", "log": true, "comment": "bad guys",
                  "packets": 3, "bytes": 180},
                 {"position": 2, "id": 9, "chain": "forward", "enabled": true,
                  "proto": "tcp", "dport": "22", "action": "accept",
@@ -319,11 +325,14 @@ mod tests {
         assert!(lines[1].starts_with("CHAIN"), "{table}");
         assert!(
             lines[2].starts_with("forward     1      7  src @blocklist")
+                && lines[2].contains(" log drop ")
                 && lines[2].ends_with("  bad guys"),
             "{table}"
         );
         assert!(
-            lines[3].contains("tcp dport 22") && lines[3].contains("accept"),
+            lines[3].contains("tcp dport 22")
+                && lines[3].contains("accept")
+                && !lines[3].contains("log"),
             "{table}"
         );
         assert!(

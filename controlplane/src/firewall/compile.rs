@@ -22,8 +22,8 @@ use std::{
 use dataplane_common::{
     CHAIN_F_CONNTRACK, ChainInfo, FIELD_CT_STATE, FIELD_DPORT, FIELD_ICMP4, FIELD_ICMP6,
     FIELD_PROTO, FIELD_SPORT, FIELD_STRIDE, FIELD_TCP_FLAGS, FW_ACCEPT, FW_DIR_IN, FW_DIR_OUT,
-    FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_REJECT, FW_SIDE_DST, FW_SIDE_SRC, FW_WORDS, FwRule,
-    RuleBitmap,
+    FW_MAX_PREFIXES_V4, FW_MAX_PREFIXES_V6, FW_REJECT, FW_RULE_F_LOG, FW_SIDE_DST, FW_SIDE_SRC,
+    FW_WORDS, FwRule, RuleBitmap,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -490,6 +490,13 @@ fn compile_chain(
             .map(|(_, r)| FwRule {
                 action: r.action.code(),
                 id: r.id,
+                // Accepted packets are never logged: only drops and rejects.
+                flags: if r.log && r.action != Verdict::Accept {
+                    FW_RULE_F_LOG
+                } else {
+                    0
+                },
+                _pad: 0,
             })
             .collect(),
         rule_index: cr.rules.iter().map(|(i, _)| *i).collect(),

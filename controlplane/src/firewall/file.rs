@@ -14,6 +14,7 @@
 //! chain = "forward"
 //! src = "@blocklist"
 //! action = "drop"
+//! log = true        # send what it drops to the event log (sampled)
 //! ```
 //!
 //! A rule's keys are the rule model's serde names (`rule::Rule`). Every
@@ -468,6 +469,9 @@ fn render_rule(out: &mut String, r: &Rule) {
         line("state", Some(format!("[{}]", states.join(", "))));
     }
     line("action", text(r.action.name()));
+    if r.log {
+        line("log", Some("true".into()));
+    }
     if !r.enabled {
         line("enabled", Some("false".into()));
     }

@@ -557,12 +557,21 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub state: BTreeSet<CtState>,
     pub action: Verdict,
+    /// Log the packets this rule drops or rejects (sampled and rate
+    /// limited, see `firewall_log`); no effect on `accept`. Left out when
+    /// false, so rulesets written before it existed read back unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub log: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
 }
 
 fn enabled_default() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A named list of prefixes, referenced by rules as `@name`.
@@ -905,6 +914,22 @@ mod tests {
         assert_eq!(back["dport"], "443");
         assert_eq!(back["tcp_flags"], "syn,!ack");
         assert_eq!(rule(back).expect("round trip"), r);
+    }
+
+    #[test]
+    fn log_defaults_to_false_and_round_trips() {
+        let r = rule(serde_json::json!({"chain": "forward", "action": "drop"})).unwrap();
+        assert!(!r.log);
+        assert!(serde_json::to_value(&r).unwrap().get("log").is_none());
+        let r =
+            rule(serde_json::json!({"chain": "forward", "action": "drop", "log": true})).unwrap();
+        assert!(r.log);
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["log"], true);
+        assert_eq!(rule(back).unwrap(), r);
+        assert!(
+            rule(serde_json::json!({"chain": "forward", "action": "drop", "log": "yes"})).is_err()
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ use commit_info_columns;
 macro_rules! rule_columns {
     () => {
         "firewall_rule_id, chain, position, enabled, in_iface, out_iface, \
-         src, dst, proto, sport, dport, icmp, tcp_flags, state, action, comment"
+         src, dst, proto, sport, dport, icmp, tcp_flags, state, action, log, comment"
     };
 }
 
@@ -326,6 +326,7 @@ fn rule_from_row(row: &SqliteRow) -> Result<Rule, StoreError> {
         tcp_flags: field("tcp_flags").parse(str::parse::<TcpFlags>)?,
         state,
         action: from_text("action", &row.get::<String, _>("action"))?,
+        log: row.get("log"),
         comment: row.get("comment"),
     })
 }
@@ -495,10 +496,10 @@ async fn insert_rule(
     let id = sqlx::query_scalar(
         "insert into firewall_rule (firewall_rule_id, chain, position, enabled, in_iface,
            out_iface, src, dst, proto, sport, dport, icmp, tcp_flags, state, action, comment,
-           created_at, updated_at)
+           created_at, updated_at, log)
          values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
            coalesce(?17, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-           coalesce(?18, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+           coalesce(?18, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), ?19)
          returning firewall_rule_id",
     )
     .bind(id.map(i64::from))
@@ -519,6 +520,7 @@ async fn insert_rule(
     .bind(rule.comment.as_str())
     .bind(created_at)
     .bind(updated_at)
+    .bind(rule.log)
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)
@@ -661,8 +663,8 @@ pub fn match_summary(rule: &Rule) -> String {
     parts.join(" ")
 }
 
-/// A rule on one line: `tcp dport 22 drop comment "ssh"`, `(disabled) `
-/// in front when it is.
+/// A rule on one line: `tcp dport 22 drop comment "ssh"` (`log drop` for a
+/// logging rule), `(disabled) ` in front when it is.
 pub fn rule_line(rule: &Rule) -> String {
     let mut line = String::new();
     if !rule.enabled {
@@ -672,6 +674,10 @@ pub fn rule_line(rule: &Rule) -> String {
     if !matches.is_empty() {
         line.push_str(&matches);
         line.push(' ');
+    }
+    // nft's order: `log` before the verdict it logs.
+    if rule.log {
+        line.push_str("log ");
     }
     line.push_str(rule.action.name());
     if !rule.comment.is_empty() {

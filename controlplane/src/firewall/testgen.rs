@@ -253,6 +253,7 @@ fn random_rule(
         tcp_flags,
         state,
         action: *rng.pick(&[Verdict::Accept, Verdict::Drop, Verdict::Reject]),
+        log: false,
         comment: String::new(),
     }
 }

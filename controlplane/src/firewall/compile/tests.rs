@@ -148,11 +148,15 @@ fn disabled_rules_and_other_chains_take_no_position() {
         vec![
             FwRule {
                 action: Verdict::Accept.code(),
-                id: 7
+                id: 7,
+                flags: 0,
+                _pad: 0
             },
             FwRule {
                 action: Verdict::Drop.code(),
-                id: 8
+                id: 8,
+                flags: 0,
+                _pad: 0
             }
         ]
     );
@@ -985,4 +989,29 @@ fn compile_time() {
         cb.chains.iter().map(|c| c.prefixes.len()).sum::<usize>()
     );
     assert!(rules_time.as_secs_f64() < 5.0 && set_time.as_secs_f64() < 5.0);
+}
+
+#[test]
+fn the_log_flag_is_compiled_for_drops_and_rejects_only() {
+    let rs = ruleset(vec![
+        json!({"chain": "forward", "proto": "tcp", "action": "drop", "log": true, "id": 1}),
+        json!({"chain": "forward", "proto": "udp", "action": "reject", "log": true, "id": 2}),
+        json!({"chain": "forward", "proto": "icmp", "action": "accept", "log": true, "id": 3}),
+        json!({"chain": "forward", "action": "drop", "id": 4}),
+    ]);
+    let c = compiled(&rs);
+    let flags: Vec<(u32, u32)> = c.chains[Chain::Forward.index() as usize]
+        .rules
+        .iter()
+        .map(|r| (r.id, r.flags))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (1, dataplane_common::FW_RULE_F_LOG),
+            (2, dataplane_common::FW_RULE_F_LOG),
+            (3, 0),
+            (4, 0)
+        ]
+    );
 }

@@ -235,3 +235,30 @@ fn a_100k_prefix_set_parses_and_renders() {
     );
     assert_eq!(parse(&back).expect("round trip"), rs);
 }
+
+#[test]
+fn the_log_flag_parses_renders_and_defaults_off() {
+    let text = r#"
+[[rule]]
+chain = "forward"
+proto = "tcp"
+dport = 23
+action = "drop"
+log = true
+
+[[rule]]
+chain = "input"
+action = "reject"
+"#;
+    let rs = parse(text).expect("valid");
+    assert!(rs.rules[0].log);
+    assert!(!rs.rules[1].log, "log defaults to false");
+    let back = render(&rs);
+    assert_eq!(back.matches("log = true").count(), 1, "{back}");
+    assert!(!back.contains("log = false"), "{back}");
+    assert_eq!(parse(&back).expect("rendered file parses"), rs);
+    // Not a boolean: refused at its line and column.
+    let found = problems("[[rule]]\nchain = \"forward\"\naction = \"drop\"\nlog = \"yes\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("4:7:"), "{found:?}");
+}

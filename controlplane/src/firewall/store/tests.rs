@@ -206,6 +206,46 @@ async fn commits_record_snapshots_diffs_and_one_active() {
     assert_eq!(commit(&pool, 12345).await.expect("commit"), None);
 }
 
+/// The `log` flag survives the candidate (its own column), a commit's
+/// snapshot and a rollback to that snapshot, and shows in the diff.
+#[tokio::test]
+async fn the_log_flag_survives_candidate_commit_and_rollback() {
+    let pool = memory().await;
+    let mut rs = sample();
+    rs.rules[3].log = true; // forward, proto 99, reject
+    let stored = replace_candidate(&pool, &rs).await.expect("replace");
+    let logging: Vec<&Rule> = stored.rules.iter().filter(|r| r.log).collect();
+    assert_eq!(logging.len(), 1, "{stored:?}");
+    assert_eq!(logging[0].action, Verdict::Reject);
+    assert_eq!(candidate(&pool).await.expect("candidate"), stored);
+
+    let c1 = record_commit(&pool, &stored, "alice", "log on")
+        .await
+        .expect("commit");
+    let mut off = stored.clone();
+    for r in &mut off.rules {
+        r.log = false;
+    }
+    let c2 = record_commit(&pool, &off, "bob", "log off")
+        .await
+        .expect("commit");
+    let list = commits(&pool, 10, None).await.expect("commits");
+    assert_eq!(list[0].id, c2);
+    assert_eq!(
+        list[0].diff,
+        ["~ forward #3: proto 99 log reject -> proto 99 reject"]
+    );
+    // Rolling back is re-applying the old snapshot: the flag comes back.
+    let (_, old) = commit(&pool, c1).await.expect("commit").expect("exists");
+    assert!(
+        old.rules
+            .iter()
+            .any(|r| r.log && r.action == Verdict::Reject)
+    );
+    let back = replace_candidate(&pool, &old).await.expect("rollback");
+    assert_eq!(back, stored);
+}
+
 /// A transaction that never commits (a crash, a failed install) leaves the
 /// previous candidate and active commit as they were, also on disk.
 #[tokio::test]
@@ -406,6 +446,11 @@ fn summaries_read_like_the_rule() {
         "comment": "two\nlines"}),
     );
     assert_eq!(rule_line(&r), "(disabled) drop comment \"two\\nlines\"");
+    let r = rule(
+        serde_json::json!({"chain": "forward", "proto": "tcp", "dport": 23,
+        "action": "drop", "log": true}),
+    );
+    assert_eq!(rule_line(&r), "tcp dport 23 log drop");
 }
 
 /// Writes from several connections at once all succeed: each waits for the

@@ -147,3 +147,68 @@ async fn bad_rules_and_unknown_ids_are_refused() {
     let (status, _) = call(&st, "GET", "/api/v1/firewall/rules?chain=output", None).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn the_log_flag_is_stored_returned_and_committed() {
+    let st = state().await;
+    let (status, r) = call(
+        &st,
+        "POST",
+        "/api/v1/firewall/rules",
+        Some(
+            json!({"chain": "forward", "proto": "tcp", "dport": 23, "action": "drop",
+                    "log": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["log"], true, "{r}");
+    let id = r["id"].clone();
+    let (_, one) = call(&st, "GET", &format!("/api/v1/firewall/rules/{id}"), None).await;
+    assert_eq!(one["log"], true, "{one}");
+    // A body without it is a rule that does not log (and the reply leaves
+    // the default out).
+    let (status, r) = call(
+        &st,
+        "PUT",
+        &format!("/api/v1/firewall/rules/{id}"),
+        Some(json!({"chain": "forward", "proto": "tcp", "dport": 23, "action": "drop"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r.get("log").is_none(), "{r}");
+    let (status, r) = call(
+        &st,
+        "PUT",
+        &format!("/api/v1/firewall/rules/{id}"),
+        Some(json!({"chain": "forward", "action": "reject", "log": true})),
+    )
+    .await;
+    assert_eq!((status, &r["log"]), (200, &json!(true)), "{r}");
+    let (status, v) = call(
+        &st,
+        "POST",
+        "/api/v1/firewall/rules",
+        Some(json!({"chain": "forward", "action": "drop", "log": "yes"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    // The commit's snapshot carries it.
+    let (status, c) = call(&st, "POST", "/api/v1/firewall/commit", Some(json!({}))).await;
+    assert_eq!(status, 200, "{c}");
+    let (_, commit) = call(
+        &st,
+        "GET",
+        &format!("/api/v1/firewall/commits/{}", c["commit"]),
+        None,
+    )
+    .await;
+    assert_eq!(commit["ruleset"]["rules"][0]["log"], true, "{commit}");
+}
+
+#[test]
+fn the_openapi_rule_schema_has_log() {
+    let doc = serde_json::to_value(crate::http::openapi::document()).expect("document");
+    let props = &doc["components"]["schemas"]["Rule"]["properties"];
+    assert_eq!(props["log"]["type"], "boolean", "{props}");
+}
