@@ -22,7 +22,8 @@ use crate::{
     events::{self, EventLog, Severity, emit},
     fib::{NeighSpec, NextHopSpec, RouteSpec, RouteSpecKind, RouteTarget},
     firewall::{Firewall, FirewallError},
-    flowexport::{self, Exporter},
+    firewall_log,
+    flowexport::{self, ExportSettings, Exporter},
     http,
     managed::{self, Wanted},
     netlink::{
@@ -136,6 +137,8 @@ pub enum DaemonError {
     Events(#[from] crate::events::EventError),
     #[error(transparent)]
     Export(#[from] crate::flowexport::ExportError),
+    #[error("the firewall drop log: {0}")]
+    DropLog(#[from] firewall_log::DropLogError),
 }
 
 /// Run the daemon until SIGINT or SIGTERM. Blocking: builds its own runtime
@@ -240,14 +243,14 @@ fn install_static(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError
     Ok(())
 }
 
-/// Install the event log (file and/or syslog) and start the IPFIX exporter
-/// on the stored settings, or the config file's when none are stored.
-async fn start_export(
+/// Install the event log (file and/or syslog) and settle the export
+/// settings: the stored ones (`PUT /api/v1/export`), else the config
+/// file's.
+async fn start_event_log(
     pool: &sqlx::SqlitePool,
-    dataplane: &Arc<Mutex<Dataplane>>,
     cfg: &RunConfig,
-    outbox: Arc<Outbox>,
-) -> Result<Exporter, DaemonError> {
+    outbox: &Arc<Outbox>,
+) -> Result<ExportSettings, DaemonError> {
     if cfg.event_log.is_some() || cfg.syslog.is_some() {
         let log = EventLog::open(cfg.event_log.as_deref(), cfg.syslog, Some(outbox.clone()))?;
         info!(file = ?cfg.event_log, syslog = ?cfg.syslog, "event log");
@@ -265,12 +268,15 @@ async fn start_export(
     if settings.enabled() {
         info!(collectors = ?settings.collectors, "IPFIX export on");
     }
-    Ok(Exporter::start(dataplane, settings, outbox)?)
+    Ok(settings)
 }
 
 async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
+    let outbox = Arc::new(Outbox::start(OUTBOX_CHANNEL, OUTBOX_QUEUE)?);
+    info!(backend = outbox.backend(), "outbox (IPFIX, syslog) started");
+    let export_settings = start_event_log(&pool, &cfg, &outbox).await?;
     let pins = cfg.pins();
     if cfg.fresh {
         let removed = pins.remove_all().map_err(DataplaneError::from)?;
@@ -291,11 +297,14 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
     }
     tokio::spawn(conntrack::sweeper(dataplane.clone(), CONNTRACK_SWEEP));
     let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
+    let drop_log;
     let managed = {
         let mut dp = dataplane.lock().map_err(|_| DaemonError::Poisoned)?;
         // Timeouts before the first packet; the flags are the firewall's.
         let flags = dp.firewall().config()?.flags;
         dp.firewall_mut().set_conntrack(cfg.ct_timeouts, flags)?;
+        // Logged drops are read from the first packet on.
+        drop_log = firewall_log::spawn(&mut dp, export_settings.drop_log_limits())?;
         attach_all(&mut dp, &cfg)?;
         if let Err(e) = install_static(&mut dp, &cfg) {
             for d in dp.detach_all() {
@@ -356,9 +365,11 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             info!(ports = ?swapped, "pinned links swapped to this daemon's program (BPF_LINK_UPDATE)");
         }
     }
-    let outbox = Arc::new(Outbox::start(OUTBOX_CHANNEL, OUTBOX_QUEUE)?);
-    info!(backend = outbox.backend(), "outbox (IPFIX, syslog) started");
-    let exporter = Arc::new(start_export(&pool, &dataplane, &cfg, outbox.clone()).await?);
+    let exporter = Arc::new(Exporter::start(
+        &dataplane,
+        export_settings,
+        outbox.clone(),
+    )?);
     emit(
         Severity::Notice,
         "daemon_start",
@@ -366,6 +377,7 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
     );
     let state = http::AppState {
         export: Some(exporter.clone()),
+        drop_log: Some(Arc::new(drop_log)),
         dataplane: dataplane.clone(),
         db: pool.clone(),
         sync: sync_rx,

@@ -148,6 +148,15 @@ impl ExportSettings {
     pub fn enabled(&self) -> bool {
         !self.collectors.is_empty()
     }
+
+    /// The firewall drop log's sampling and rate limit.
+    pub fn drop_log_limits(&self) -> crate::firewall_log::DropLogLimits {
+        crate::firewall_log::DropLogLimits {
+            rate_per_s: self.drop_log_rate,
+            burst: self.drop_log_burst,
+            sample: self.drop_log_sample,
+        }
+    }
 }
 
 /// The `setting` key the API's settings are stored under.

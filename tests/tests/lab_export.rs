@@ -546,3 +546,94 @@ fn an_unreachable_collector_costs_forwarding_nothing_and_memory_stays_flat() {
         "RSS grew from {first} KiB to {last} KiB"
     );
 }
+
+/// The event log's lines of `kind`.
+fn events_of(file: &Path, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn logged_drops_reach_the_event_log_rate_limited() {
+    let lab = lab(false);
+    let l = &lab.lab;
+    let events = std::env::temp_dir().join(format!("{}-drops.jsonl", l.prefix));
+    let _ = std::fs::remove_file(&events);
+    let daemon = Daemon::start_forwarding_env(
+        l,
+        &["--event-log", events.to_str().expect("utf-8 path")],
+        &[],
+    );
+    client::post_json(
+        daemon.api,
+        "/api/v1/firewall/apply",
+        &serde_json::json!({
+            "rules": [
+                {"chain": "forward", "proto": "udp", "dport": 7300, "action": "drop", "log": true},
+                {"chain": "forward", "proto": "udp", "dport": 7301, "action": "drop"},
+            ],
+        }),
+    )
+    .expect("commit");
+    let send = |port: u16, n: u32| {
+        netns::in_netns(&l.h1(), || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            for _ in 0..n {
+                s.send_to(b"dropped", SocketAddr::new(ip(H2_V4), port))
+                    .expect("send");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .expect("h1");
+    };
+    send(7300, 20);
+    send(7301, 20);
+    wait_until(Duration::from_secs(10), "20 firewall_drop events", || {
+        events_of(&events, "firewall_drop").len() >= 20
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let drops = events_of(&events, "firewall_drop");
+    assert_eq!(drops.len(), 20, "only the logging rule's drops: {drops:#?}");
+    let d = &drops[0];
+    assert_eq!(d["chain"], "forward", "{d}");
+    assert_eq!(d["action"], "drop", "{d}");
+    assert_eq!(d["in_interface"], "eth1", "{d}");
+    assert_eq!(d["src"], H1_V4, "{d}");
+    assert_eq!(d["dst"], H2_V4, "{d}");
+    assert_eq!(d["dport"], 7300, "{d}");
+    assert_eq!(d["len"], 14 + 28 + 7, "frame length: {d}");
+    assert_eq!(d["out_interface"], "eth2", "{d}");
+    assert!(d["rule_id"].as_u64().is_some_and(|id| id > 0), "{d}");
+
+    // One event per second, bursts of 2: the rest is summarised.
+    client::put_json(
+        daemon.api,
+        "/api/v1/export",
+        &serde_json::json!({"drop_log_rate": 1, "drop_log_burst": 2}),
+    )
+    .expect("PUT /api/v1/export");
+    std::thread::sleep(Duration::from_millis(1500));
+    send(7300, 50);
+    wait_until(Duration::from_secs(10), "a suppressed summary", || {
+        !events_of(&events, "firewall_log_suppressed").is_empty()
+    });
+    let after = events_of(&events, "firewall_drop").len() - 20;
+    assert!(
+        (1..=5).contains(&after),
+        "{after} drops passed the 1/s limit"
+    );
+    let held: u64 = events_of(&events, "firewall_log_suppressed")
+        .iter()
+        .map(|e| e["suppressed"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        held > 0,
+        "{:?}",
+        events_of(&events, "firewall_log_suppressed")
+    );
+    let _ = std::fs::remove_file(&events);
+}

@@ -77,6 +77,14 @@ async fn replace(
         message: format!("the export settings were refused: {err}"),
         details: vec![json!({ "message": err.to_string() })],
     })?;
+    if let Some(log) = &state.drop_log {
+        // The sampling goes into a BPF map: if that fails nothing changes.
+        log.set_limits(settings.drop_log_limits())
+            .map_err(|err| Error::Unavailable {
+                message: format!("the drop log's sampling could not be set: {err}"),
+                details: Vec::new(),
+            })?;
+    }
     flowexport::store(&state.db, &settings).await?;
     e.set_settings(settings.clone());
     crate::events::emit(

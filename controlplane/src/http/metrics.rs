@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub outbox: Vec<(&'static str, ClassCounts)>,
     /// Event log: (events written, file write errors).
     pub events: Option<(u64, u64)>,
+    /// The firewall drop log (absent without its reader).
+    pub drop_log: Option<crate::firewall_log::DropLogStats>,
 }
 
 /// Read every source: the firewall first (its lock, then the dataplane's,
@@ -125,6 +127,7 @@ async fn collect(state: &AppState) -> Result<Snapshot, Error> {
             ("syslog", stats.class(OutboxClass::Syslog).snapshot()),
         ];
     }
+    snap.drop_log = state.drop_log.as_ref().map(|d| d.stats());
     if let Some(log) = crate::events::current() {
         let st = log.stats();
         snap.events = Some((
@@ -678,6 +681,40 @@ fn render_export(e: &mut Exposition, s: &Snapshot) {
         );
         for (class, c) in &s.outbox {
             e.sample("xdpgate_outbox_bytes_total", &[("class", class)], c.bytes);
+        }
+    }
+    if let Some(d) = &s.drop_log {
+        e.family(
+            "xdpgate_firewall_log_packets_total",
+            Kind::Counter,
+            "Packets of rules with log = true, by what the XDP program did with them: written to the FW_LOG ring, lost (the ring was full) or sampled_out.",
+        );
+        for (result, n) in [
+            ("written", d.kernel_written),
+            ("lost", d.kernel_lost),
+            ("sampled_out", d.kernel_sampled_out),
+        ] {
+            e.sample(
+                "xdpgate_firewall_log_packets_total",
+                &[("result", result)],
+                n,
+            );
+        }
+        e.family(
+            "xdpgate_firewall_log_records_total",
+            Kind::Counter,
+            "Records read from the FW_LOG ring, by outcome: emitted as events, suppressed by the rate limit, or malformed.",
+        );
+        for (result, n) in [
+            ("emitted", d.emitted),
+            ("suppressed", d.suppressed),
+            ("malformed", d.malformed),
+        ] {
+            e.sample(
+                "xdpgate_firewall_log_records_total",
+                &[("result", result)],
+                n,
+            );
         }
     }
     if let Some((emitted, file_errors)) = s.events {

@@ -43,6 +43,8 @@ pub struct AppState {
     pub listener_is_loopback: bool,
     /// The flow exporter (None in handler tests that do not need it).
     pub export: Option<Arc<crate::flowexport::Exporter>>,
+    /// The firewall drop log's reader (None in handler tests).
+    pub drop_log: Option<Arc<crate::firewall_log::DropLog>>,
 }
 
 /// Every route `app` serves, as (method, path). The OpenAPI document

@@ -19,6 +19,7 @@ async fn state() -> AppState {
         wanted: Default::default(),
         listener_is_loopback: true,
         export: None,
+        drop_log: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn state_on(listener_is_loopback: bool) -> AppState {
         wanted: Default::default(),
         listener_is_loopback,
         export: Some(Arc::new(export)),
+        drop_log: None,
     }
 }
 

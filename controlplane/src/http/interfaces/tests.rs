@@ -88,6 +88,7 @@ async fn state(wanted: Wanted, sync: SyncStatus) -> AppState {
         wanted,
         listener_is_loopback: true,
         export: None,
+        drop_log: None,
     }
 }
 

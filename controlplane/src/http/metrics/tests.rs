@@ -353,6 +353,14 @@ fn export_outbox_and_event_counters_are_exposed() {
             ("syslog", Default::default()),
         ],
         events: Some((11, 0)),
+        drop_log: Some(crate::firewall_log::DropLogStats {
+            records: 9,
+            emitted: 7,
+            suppressed: 2,
+            kernel_written: 9,
+            kernel_lost: 3,
+            ..Default::default()
+        }),
         ..Snapshot::default()
     };
     let (samples, types) = check(&render(&snap));
@@ -378,6 +386,10 @@ fn export_outbox_and_event_counters_are_exposed() {
         700.0
     );
     assert_eq!(v("xdpgate_events_total", &[]), 11.0);
+    let fl = "xdpgate_firewall_log_packets_total";
+    assert_eq!(v(fl, &[("result", "lost")]), 3.0);
+    let fr = "xdpgate_firewall_log_records_total";
+    assert_eq!(v(fr, &[("result", "suppressed")]), 2.0);
     // Without an exporter none of it appears.
     let (samples, _) = check(&render(&Snapshot::default()));
     assert!(
@@ -427,6 +439,7 @@ async fn get_metrics_serves_the_format_from_a_loaded_dataplane() {
         wanted: crate::managed::Wanted::new(["absent0".to_owned()], Default::default()),
         listener_is_loopback: true,
         export: None,
+        drop_log: None,
     };
     let resp = super::super::app(state)
         .oneshot(
