@@ -182,6 +182,35 @@ impl Router {
         self.iface(name).ifindex
     }
 
+    /// Compile `rs` with the names of interfaces `ports`, write it into the
+    /// inactive generation and flip to it, as a commit does; the generation
+    /// now active.
+    #[track_caller]
+    pub fn install_ruleset(
+        &mut self,
+        rs: &xdpgate::firewall::rule::Ruleset,
+        ports: &[&str],
+    ) -> u32 {
+        let names: Vec<(String, u32)> = ports
+            .iter()
+            .map(|n| (n.to_string(), self.ifindex(n)))
+            .collect();
+        let resolve = |n: &str| names.iter().find(|(m, _)| m == n).map(|(_, i)| *i);
+        let fw = self.dp.firewall_mut();
+        let generation = 1 - fw.active_generation().expect("active generation");
+        let compiled = xdpgate::firewall::compile::compile(
+            rs,
+            &resolve,
+            fw.bitmap_base(generation),
+            fw.bitmaps_per_generation(),
+        )
+        .unwrap_or_else(|e| panic!("compile: {e:?}"));
+        fw.install(generation, &compiled).expect("install");
+        fw.flip(generation).expect("flip");
+        assert_eq!(fw.active_generation().expect("active"), generation);
+        generation
+    }
+
     #[track_caller]
     pub fn mac(&self, name: &str) -> Mac {
         self.iface(name).mac

@@ -20,10 +20,7 @@ use dataplane_common::{Action, FW_MAX_RULES, Reason as R};
 use xdpgate::{
     dataplane::Count,
     fib::RouteTarget,
-    firewall::{
-        compile::compile,
-        rule::{Chain, Ruleset},
-    },
+    firewall::rule::{Chain, Ruleset},
 };
 use xdpgate_tests::{
     fibtest::{Router, in_router},
@@ -106,24 +103,7 @@ fn ruleset(v: serde_json::Value) -> Ruleset {
 /// inactive generation and flip to it; the generation now active.
 #[track_caller]
 fn install(r: &mut Router, rs: &Ruleset) -> u32 {
-    let names: Vec<(String, u32)> = PORTS
-        .iter()
-        .map(|n| (n.to_string(), r.ifindex(n)))
-        .collect();
-    let resolve = |n: &str| names.iter().find(|(m, _)| m == n).map(|(_, i)| *i);
-    let fw = r.dp.firewall_mut();
-    let generation = 1 - fw.active_generation().expect("active generation");
-    let compiled = compile(
-        rs,
-        &resolve,
-        fw.bitmap_base(generation),
-        fw.bitmaps_per_generation(),
-    )
-    .unwrap_or_else(|e| panic!("compile: {e:?}"));
-    fw.install(generation, &compiled).expect("install");
-    fw.flip(generation).expect("flip");
-    assert_eq!(fw.active_generation().expect("active"), generation);
-    generation
+    r.install_ruleset(rs, &PORTS)
 }
 
 // --- Cases ------------------------------------------------------------------

@@ -25,7 +25,7 @@ use dataplane_common::{
 use xdpgate::{
     events::{self, EventLog},
     fib::RouteTarget,
-    firewall::{compile::compile, rule::Ruleset},
+    firewall::rule::Ruleset,
     firewall_log::{self, DropLogLimits, LogMaps},
 };
 use xdpgate_tests::{
@@ -67,22 +67,7 @@ fn with_router<T: Send>(f: impl FnOnce(&mut Router) -> T + Send) -> T {
 #[track_caller]
 fn install(r: &mut Router, rs: serde_json::Value) {
     let rs: Ruleset = serde_json::from_value(rs).unwrap_or_else(|e| panic!("ruleset: {e}"));
-    let names: Vec<(String, u32)> = PORTS
-        .iter()
-        .map(|n| (n.to_string(), r.ifindex(n)))
-        .collect();
-    let resolve = |n: &str| names.iter().find(|(m, _)| m == n).map(|(_, i)| *i);
-    let fw = r.dp.firewall_mut();
-    let generation = 1 - fw.active_generation().expect("active generation");
-    let compiled = compile(
-        &rs,
-        &resolve,
-        fw.bitmap_base(generation),
-        fw.bitmaps_per_generation(),
-    )
-    .unwrap_or_else(|e| panic!("compile: {e:?}"));
-    fw.install(generation, &compiled).expect("install");
-    fw.flip(generation).expect("flip");
+    r.install_ruleset(&rs, &PORTS);
 }
 
 #[track_caller]

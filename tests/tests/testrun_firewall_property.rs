@@ -19,7 +19,6 @@ use dataplane_common::{FW_MAX_RULES, Reason as R};
 use xdpgate::{
     fib::RouteTarget,
     firewall::{
-        compile::compile,
         reference::{PacketView, classify},
         rule::{Chain, CtState, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Ruleset, Verdict},
         testgen,
@@ -175,22 +174,13 @@ fn run_property(r: &mut Router, seed: u64, n_rules: usize, n_packets: usize) -> 
     for rule in &mut rs.rules {
         rule.state.clear();
     }
-    let names: Vec<(String, u32)> = ["eth1", "eth2", "eth3"]
+    let ports = ["eth1", "eth2", "eth3"];
+    let names: Vec<(String, u32)> = ports
         .iter()
         .map(|n| (n.to_string(), r.ifindex(n)))
         .collect();
     let resolve = |n: &str| names.iter().find(|(m, _)| m == n).map(|(_, i)| *i);
-    let fw = r.dp.firewall_mut();
-    let generation = 1 - fw.active_generation().expect("active generation");
-    let compiled = compile(
-        &rs,
-        &resolve,
-        fw.bitmap_base(generation),
-        fw.bitmaps_per_generation(),
-    )
-    .unwrap_or_else(|e| panic!("compile seed {seed} n {n_rules}: {e:?}"));
-    fw.install(generation, &compiled).expect("install");
-    fw.flip(generation).expect("flip");
+    let generation = r.install_ruleset(&rs, &ports);
 
     let mut tally: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     let mut failures = Vec::new();
