@@ -43,7 +43,7 @@ use xdpgate_tests::{
     support::{self, Daemon, SIGTERM},
 };
 
-const SECTIONS: [&str; 2] = ["testrun", "lab"];
+const SECTIONS: [&str; 3] = ["testrun", "lab", "loadgen"];
 
 fn main() {
     // cargo passes `--bench` to harness = false binaries; flags are not ours.
@@ -70,6 +70,9 @@ fn main() {
     }
     if wanted("lab") {
         lab_section();
+    }
+    if wanted("loadgen") {
+        loadgen_section();
     }
     println!(
         "\nTotal benchmark time {:.1} s; load average at the end: {}.",
@@ -1222,4 +1225,106 @@ fn print_lab_results(cases: &[Case], rounds: &[Rounds], elapsed: Duration) {
          frames are sent (UDP, 18- and 1472-byte payloads, IPv4 198.18.1.2 -> 198.18.2.2). \
          Many flows: the UDP source port counts through {MANY_FLOWS} values."
     );
+}
+
+/// `xdpgate loadgen` through the lab router (kernel forwarding off, the
+/// daemon attached): a reflector in h2, the generator in h1, once per I/O
+/// backend and case, the backends alternating. Round trips cross the router
+/// twice, so this measures the router and both hosts' sockets together;
+/// the `lab` section's trafgen figures are the router's own ceiling.
+fn loadgen_section() {
+    println!("\n## `xdpgate loadgen` through the lab router (round trips via the reflector)\n");
+    let lab = support::lab(false);
+    let l = &lab.lab;
+    let _daemon = Daemon::start_forwarding(l, true, &[]);
+    let bin = support::xdpgate_bin();
+    let cases: [(&str, String, &str, &str); 3] = [
+        ("IPv4 10k pps, 64 B", H2_V4.to_string(), "10k", "64"),
+        (
+            "IPv6 10k pps, 512 B",
+            "[2001:db8:2::2]".into(),
+            "10k",
+            "512",
+        ),
+        ("IPv4 unlimited, 64 B", H2_V4.to_string(), "0", "64"),
+    ];
+    println!(
+        "| backend | case | sent | received | loss | RTT p50 / p90 / p99 µs | CPU µs/pkt | syscalls/pkt |"
+    );
+    println!("|---|---|---:|---:|---:|---|---:|---:|");
+    // A port per run: an io_uring process's sockets are released by the
+    // ring's teardown work after it exits (io_uring/io_uring.c,
+    // io_ring_exit_work), so the next reflector cannot always rebind at once.
+    let mut port = 9000;
+    for (case, host, rate, size) in &cases {
+        for backend in ["poll", "io_uring"] {
+            port += 1;
+            let target = format!("{host}:{port}");
+            let mut reflector = Command::new("ip")
+                .args(["netns", "exec", &l.h2()])
+                .arg(&bin)
+                .args([
+                    "loadgen",
+                    "--reflect",
+                    "--listen",
+                    &format!("[::]:{port}"),
+                    "--duration",
+                    "8",
+                ])
+                .env("XDPGATE_IO_BACKEND", backend)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the reflector");
+            // Its first line says it is listening.
+            let err = reflector.stderr.take().expect("stderr");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let first = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+            assert!(first.starts_with("reflecting on"), "reflector: {first:?}");
+            let out = Command::new("ip")
+                .args(["netns", "exec", &l.h1()])
+                .arg(&bin)
+                .args([
+                    "loadgen", &target, "--rate", rate, "--flows", "8", "--size", size,
+                ])
+                .args(["--duration", "3", "--json"])
+                .env("XDPGATE_IO_BACKEND", backend)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run loadgen");
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(reflector.id() as i32, SIGTERM) };
+            let _ = reflector.wait();
+            let r: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(e) => {
+                    println!(
+                        "| {backend} | {case} | loadgen failed ({e}): {} |",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    continue;
+                }
+            };
+            let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            let lat = |k: &str| r["latency_us"][k].as_f64().unwrap_or(f64::NAN);
+            let sent = n("sent");
+            println!(
+                "| {backend} | {case} | {sent:.0} | {:.0} | {:.1} % | {:.0} / {:.0} / {:.0} | {:.1} | {:.2} |",
+                n("received"),
+                100.0 * n("lost") / sent.max(1.0),
+                lat("p50"),
+                lat("p90"),
+                lat("p99"),
+                r["cpu"]["us_per_packet"].as_f64().unwrap_or(f64::NAN),
+                n("syscalls_per_packet"),
+            );
+        }
+    }
 }
