@@ -4,8 +4,8 @@
 //! never fail on speed.
 //!
 //! ```text
-//! scripts/bench [testrun] [lab]
-//! cargo bench -p xdpgate-tests --bench forwarding [-- testrun|lab]
+//! scripts/bench [testrun] [lab]; scripts/bench forwarding loadgen
+//! cargo bench -p xdpgate-tests --bench forwarding [-- testrun|lab|loadgen]
 //! ```
 //!
 //! - `testrun`: `BPF_PROG_TEST_RUN` (non-live: nothing is transmitted) ns per
@@ -16,6 +16,8 @@
 //!   the kernel forwarding (no XDP) against xdpgate (kernel forwarding
 //!   off), and both against a floor (`xdp_sink` on the router's eth1, which
 //!   drops at the door), in alternating rounds.
+//! - `loadgen`: `xdpgate loadgen` round trips through the lab router (a
+//!   reflector in h2), poll against io_uring.
 //!
 //! Needs root, bpffs, and for `lab` trafgen (netsniff-ng) and
 //! `target/release/xdpgate`; `scripts/bench` installs and builds both.
