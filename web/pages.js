@@ -263,7 +263,17 @@ export function routes(root, ctx) {
     load();
   });
   async function loadStatic() {
-    const r = await attempt(staticErr, () => api("GET", "/api/v1/routes/static"));
+    // Every page: static routes are few (each one is typed by an operator).
+    const r = await attempt(staticErr, async () => {
+      const all = { items: [] };
+      let cursor = null;
+      do {
+        const page = await api("GET", "/api/v1/routes/static" + query({ limit: 1000, cursor }));
+        all.items.push(...page.items);
+        cursor = page.next_cursor;
+      } while (cursor);
+      return all;
+    });
     if (!r) return;
     staticList.replaceChildren(
       r.items.length

@@ -12,13 +12,13 @@ use axum::{
     http::StatusCode,
     routing::{delete, get},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState, Error,
-    error::{ApiJson, ApiPath, ErrorBody},
+    error::{ApiJson, ApiPath, ApiQuery, ErrorBody},
 };
 use crate::static_routes::{
     self, StaticRoute, StaticRouteError, StaticRouteSpec, StaticRouteState,
@@ -52,10 +52,21 @@ fn api_error(e: StaticRouteError) -> Error {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StaticList {
-    pub items: Vec<StaticRouteState>,
+/// `GET /routes/static`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StaticQuery {
+    /// Routes per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(min_length = 1, pattern = "^[0-9]+$")]
+    pub cursor: Option<String>,
 }
+
+/// One page of the stored routes, by prefix.
+pub type StaticList = super::fib::Page<StaticRouteState>;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StaticRouteDeleted {
@@ -69,11 +80,22 @@ pub struct StaticRouteDeleted {
     path = "/api/v1/routes/static",
     operation_id = "listStaticRoutes",
     tag = "static-routes",
-    responses((status = 200, description = "The stored routes", body = StaticList)),
+    params(StaticQuery),
+    responses(
+        (status = 200, description = "A page of the stored routes", body = super::fib::Page<StaticRouteState>),
+        (status = 400, description = "A bad limit, cursor or query field", body = ErrorBody),
+    ),
 )]
-async fn list(State(state): State<AppState>) -> Result<Json<StaticList>, Error> {
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<StaticQuery>,
+) -> Result<Json<StaticList>, Error> {
     let items = static_routes::list(&state.db).await.map_err(api_error)?;
-    Ok(Json(StaticList { items }))
+    Ok(Json(super::fib::page_of(
+        items,
+        q.limit,
+        q.cursor.as_deref(),
+    )?))
 }
 
 /// Add or replace the route for a prefix.

@@ -269,3 +269,45 @@ fn bad_routes_are_400_and_foreign_prefixes_409() {
         assert_eq!(list["items"], json!([]));
     });
 }
+
+#[test]
+fn the_list_is_paged_and_bad_paging_is_400() {
+    in_namespace(|_ns| async move {
+        let st = state().await;
+        for i in 0..5 {
+            let (status, r) = call(
+                &st,
+                "POST",
+                "/api/v1/routes/static",
+                Some(json!({"prefix": format!("198.18.7{i}.0/24"), "type": "blackhole"})),
+            )
+            .await;
+            assert_eq!(status, 201, "{r}");
+        }
+        // Three pages of 2, 2 and 1, in prefix order, each route once.
+        let mut seen = Vec::new();
+        let mut path = "/api/v1/routes/static?limit=2".to_owned();
+        for pages in 1.. {
+            let (status, page) = call(&st, "GET", &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["total"], 5, "{page}");
+            for r in page["items"].as_array().expect("items") {
+                seen.push(r["prefix"].as_str().unwrap_or("?").to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => path = format!("/api/v1/routes/static?limit=2&cursor={c}"),
+                None => {
+                    assert_eq!(pages, 3);
+                    break;
+                }
+            }
+        }
+        let want: Vec<String> = (0..5).map(|i| format!("198.18.7{i}.0/24")).collect();
+        assert_eq!(seen, want, "pages");
+        for bad in ["limit=0", "limit=1001", "cursor=x", "colour=red"] {
+            let (status, v) = call(&st, "GET", &format!("/api/v1/routes/static?{bad}"), None).await;
+            assert_eq!(status, 400, "{bad}: {v}");
+            assert_eq!(v["error"]["code"], "bad_request", "{bad}: {v}");
+        }
+    });
+}
