@@ -3,7 +3,7 @@
 //! `GET /api/v1/openapi.json` of a daemon on the lab router and fails on
 //! any 5xx, any status the document does not list for the operation, and
 //! any body or content type that does not match it. The examples are
-//! bounded and the seed fixed, so a run takes a minute or two and a
+//! bounded and the seed fixed, so a run takes 15-20 s here and a
 //! failure reproduces.
 //!
 //! Nothing is excluded: writes may detach the lab's interfaces, flush the
