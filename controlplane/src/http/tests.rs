@@ -110,6 +110,28 @@ async fn stats_lists_the_fill_of_every_forwarding_map() {
         fill("neighbours"),
         (0, u64::from(dataplane_common::MAX_NEIGHBOURS))
     );
+    // The document describes the field.
+    let doc = serde_json::to_value(super::openapi::document()).expect("document");
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["Stats"]["required"]
+            .as_array()
+            .expect("required")
+            .contains(&"maps".into()),
+        "{}",
+        schemas["Stats"]
+    );
+    assert_eq!(
+        schemas["Stats"]["properties"]["maps"]["items"]["$ref"],
+        "#/components/schemas/MapFill"
+    );
+    for field in ["name", "entries", "capacity"] {
+        assert!(
+            schemas["MapFill"]["properties"][field].is_object(),
+            "{}",
+            schemas["MapFill"]
+        );
+    }
     // The same numbers as /metrics: both read Dataplane::map_fill.
     let metrics = app(st)
         .oneshot(
