@@ -10,6 +10,25 @@ function ruleText(r) {
   return parts.join(" ") || "any";
 }
 
+// Pages of the largest size the API gives, followed until the last: a chain
+// holds at most 4,096 enabled rules, so a few requests fetch any candidate.
+const RULES_PER_PAGE = 1000;
+const MAX_RULE_PAGES = 100;
+
+// Every candidate rule, following next_cursor: {items, more}, where `more`
+// says MAX_RULE_PAGES pages were not enough.
+async function allRules() {
+  const items = [];
+  let cursor = null;
+  for (let i = 0; i < MAX_RULE_PAGES; i++) {
+    const page = await api("GET", "/api/v1/firewall/rules" + query({ limit: RULES_PER_PAGE, cursor }));
+    items.push(...page.items);
+    if (!page.next_cursor) return { items, more: false };
+    cursor = page.next_cursor;
+  }
+  return { items, more: true };
+}
+
 export function firewall(root, ctx) {
   const activeErr = messageBox("fw-active-error");
   const active = h("div", {});
@@ -100,7 +119,7 @@ export function firewall(root, ctx) {
       attempt(commitErr, () => api("GET", "/api/v1/firewall/diff")),
     ]);
     if (c) {
-      const rules = await attempt(candErr, () => api("GET", "/api/v1/firewall/rules"));
+      const rules = await attempt(candErr, () => allRules());
       if (rules) {
         cand.replaceChildren(
           rules.items.length
@@ -122,7 +141,12 @@ export function firewall(root, ctx) {
                 { id: "fw-candidate" },
               )
             : h("p", { class: "muted", id: "fw-candidate" }, "No rules in the candidate."),
-          h("p", { class: "muted" }, `Policy: forward ${c.policy.forward}, input ${c.policy.input}.`),
+          h(
+            "p",
+            { class: "muted" },
+            h("span", { id: "fw-candidate-count", class: rules.more ? "bad" : null }, `${num(rules.items.length)} rules` + (rules.more ? ` shown; the rest (past ${num(MAX_RULE_PAGES * RULES_PER_PAGE)}) are not.` : ".")),
+            ` Policy: forward ${c.policy.forward}, input ${c.policy.input}.`,
+          ),
         );
       }
       for (const ch of ["forward", "input"]) policyForm.querySelector(`[name="${ch}"]`).value = c.policy[ch];
@@ -203,8 +227,9 @@ export function firewall(root, ctx) {
     if (field(ruleForm, "position")) body.position = Number(field(ruleForm, "position"));
     const r = await attempt(candErr, () => api("POST", "/api/v1/firewall/rules", body));
     if (r) {
+      // After the reload: its own success clears the box.
+      await loadCandidate();
       showNotice(candErr, `Added rule ${r.id} at ${r.chain} #${r.position}.`);
-      loadCandidate();
     }
   });
   policyForm.addEventListener("submit", async (e) => {

@@ -50,6 +50,7 @@ export function dashboard(root, ctx) {
   const verdicts = h("div", {});
   const reasons = h("div", {});
   const state = h("div", { class: "kv", id: "dash-state" });
+  const maps = h("div", {});
   root.append(
     err,
     h("section", { class: "card" }, h("h2", {}, "Interfaces (rates over the last second)"), rates),
@@ -65,6 +66,7 @@ export function dashboard(root, ctx) {
       h("section", { class: "card" }, h("h2", {}, "Verdicts"), verdicts),
       h("section", { class: "card" }, h("h2", {}, "Reasons (non-zero)"), reasons),
       h("section", { class: "card" }, h("h2", {}, "State"), state),
+      h("section", { class: "card" }, h("h2", {}, "Map fill levels"), maps),
     ),
   );
   const legends = root.querySelectorAll(".legend");
@@ -120,6 +122,7 @@ export function dashboard(root, ctx) {
     verdicts.replaceChildren(table(["action", "packets", "bytes"], rows(sum("actions"), true), { id: "verdicts" }));
     const r = rows(sum("reasons"), false);
     reasons.replaceChildren(r.length ? table(["reason", "packets", "bytes"], r, { id: "reasons" }) : h("p", { class: "muted" }, "No packets yet."));
+    maps.replaceChildren(...mapFill(stats));
   });
 
   ctx.every(5000, async () => {
@@ -151,6 +154,40 @@ export function dashboard(root, ctx) {
     }
     state.replaceChildren(...kv.flatMap(([k, v]) => [h("span", { class: "muted" }, k), h("span", {}, v)]));
   });
+}
+
+const MAP_LABELS = {
+  routes_v4: "IPv4 routes",
+  routes_v6: "IPv6 routes",
+  nexthops: "next hops",
+  nh_groups: "ECMP groups",
+  neighbours: "neighbours",
+  interfaces: "interfaces",
+  tbl8_groups: "DIR-24-8 tbl8 groups",
+};
+
+// The map fill table of one /api/v1/stats answer: each forwarding map, and
+// the DIR-24-8 tbl8 group pool when that lookup is loaded.
+function mapFill(stats) {
+  const fills = (stats.maps || []).map((m) => ({ ...m }));
+  const dir24 = stats.route_lookup && stats.route_lookup.dir24;
+  if (dir24) fills.push({ name: "tbl8_groups", entries: dir24.tbl8_groups_used, capacity: dir24.tbl8_groups });
+  const rows = fills.map((m) => {
+    const pct = m.capacity ? (100 * m.entries) / m.capacity : 0;
+    return h(
+      "tr",
+      { "data-map": m.name },
+      h("td", {}, MAP_LABELS[m.name] || m.name, " ", h("span", { class: "muted map-id" }, m.name)),
+      h("td", { class: "num entries" }, num(m.entries)),
+      h("td", { class: "num" }, num(m.capacity)),
+      h("td", { class: "fill" }, h("progress", { max: m.capacity || 1, value: m.entries, class: pct >= 90 ? "full" : null, "aria-label": `${m.name} ${pct.toFixed(1)} % full` })),
+      h("td", { class: "num" }, pct < 0.1 && m.entries > 0 ? "<0.1 %" : pct.toFixed(1) + " %"),
+    );
+  });
+  const out = [table(["map", "used", "capacity", "fill", ""], rows, { id: "maps" })];
+  if (!dir24) out.push(h("p", { class: "muted" }, "IPv4 lookup: LPM trie only (no tbl8 groups)."));
+  else if (dir24.lpm_blocks) out.push(h("p", { class: "bad" }, `${num(dir24.lpm_blocks)} /24 blocks served by the LPM trie: no tbl8 group was free (raise --tbl8-groups).`));
+  return out;
 }
 
 export function interfaces(root, ctx) {
@@ -316,19 +353,38 @@ export function routes(root, ctx) {
 
 export function neighbours(root, ctx) {
   const err = messageBox("neigh-error");
-  const filters = h("form", { class: "row" }, h("label", {}, "dev", h("input", { name: "dev", class: "short" })), h("button", { type: "submit" }, "Show"));
+  const filters = h(
+    "form",
+    { class: "row", id: "neigh-filter" },
+    h("label", {}, "dev", h("input", { name: "dev", class: "short" })),
+    h("label", {}, "per page", h("input", { name: "limit", class: "short", type: "number", min: 1, max: 1000, value: "1000" })),
+    h("button", { type: "submit" }, "Show"),
+  );
   const list = h("div", {});
-  root.append(h("section", { class: "card" }, h("h2", {}, "Neighbours (next-hop MACs XDP uses)"), filters, err, list));
+  const pager = h("div", { class: "row" });
+  root.append(h("section", { class: "card" }, h("h2", {}, "Neighbours (next-hop MACs XDP uses)"), filters, err, list, pager));
+  let cursors = [null]; // the cursor of each page shown so far
   async function load() {
-    const page = await attempt(err, () => api("GET", "/api/v1/neighbours" + query({ dev: field(filters, "dev"), limit: 1000 })));
+    const cursor = cursors[cursors.length - 1];
+    const page = await attempt(err, () => api("GET", "/api/v1/neighbours" + query({ dev: field(filters, "dev"), limit: field(filters, "limit"), cursor })));
     if (!page) return;
-    list.replaceChildren(
-      table(["address", "mac", "dev"], page.items.map((n) => h("tr", {}, h("td", {}, n.address), h("td", {}, n.mac), h("td", {}, n.dev))), { id: "neighbours" }),
-      h("p", { class: "muted" }, `${num(page.total ?? page.items.length)} neighbours`),
+    list.replaceChildren(table(["address", "mac", "dev"], page.items.map((n) => h("tr", {}, h("td", {}, n.address), h("td", {}, n.mac), h("td", {}, n.dev))), { id: "neighbours" }));
+    // The cursor is the offset of the page's first entry.
+    const first = Number(cursor || 0);
+    const total = page.total ?? page.items.length;
+    pager.replaceChildren(
+      h("button", { class: "secondary", disabled: cursors.length < 2, onclick: () => { cursors.pop(); load(); } }, "Previous"),
+      h("button", { class: "secondary", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); load(); } }, "Next"),
+      h(
+        "span",
+        { class: "muted", id: "neigh-count" },
+        page.items.length ? `showing ${num(first + 1)}–${num(first + page.items.length)} of ${num(total)} neighbours` : `${num(total)} neighbours`,
+      ),
     );
   }
   filters.addEventListener("submit", (e) => {
     e.preventDefault();
+    cursors = [null];
     load();
   });
   ctx.every(5000, load);

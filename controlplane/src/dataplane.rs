@@ -15,7 +15,8 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Class, Counter, DIR24_BLOCK, Dir24Block, IfaceInfo, MAX_IFACE_SLOTS, NeighKey, Neighbour,
+    Class, Counter, DIR24_BLOCK, Dir24Block, IfaceInfo, MAX_IFACE_SLOTS, MAX_IFACES,
+    MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6, NeighKey, Neighbour,
     NextHop, NhGroup, Reason, Route, RouteKeyV4, RouteKeyV6, VlanKey, class_index, reason_index,
 };
 use ipnet::IpNet;
@@ -264,6 +265,19 @@ pub struct Stats {
     pub total: SlotCounters,
     /// The IPv4 route lookup in use and how full its tables are.
     pub route_lookup: RouteLookupStats,
+    /// How full each forwarding map is (as `xdpgate_map_entries` and
+    /// `xdpgate_map_capacity` in `/metrics`).
+    pub maps: Vec<MapFill>,
+}
+
+/// Entries in one forwarding map out of its capacity.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MapFill {
+    /// `routes_v4`, `routes_v6`, `nexthops`, `nh_groups`, `neighbours` or
+    /// `interfaces`.
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
 }
 
 /// Which IPv4 route lookup the program uses; for DIR-24-8, how full the
@@ -1170,7 +1184,34 @@ impl Dataplane {
             unregistered,
             total,
             route_lookup: self.route_lookup()?,
+            maps: self.map_fill(),
         })
+    }
+
+    /// How full each forwarding map is, from the Fib's view of them (what
+    /// it wrote), so no map is walked.
+    pub fn map_fill(&self) -> Vec<MapFill> {
+        let fib = &self.fib;
+        let (v4, v6) = fib.route_count();
+        [
+            ("routes_v4", v4.into(), MAX_ROUTES_V4.into()),
+            ("routes_v6", v6.into(), MAX_ROUTES_V6.into()),
+            ("nexthops", fib.nexthop_count() as u64, MAX_NEXTHOPS.into()),
+            ("nh_groups", fib.group_count() as u64, MAX_NH_GROUPS.into()),
+            (
+                "neighbours",
+                fib.neighbours().count() as u64,
+                MAX_NEIGHBOURS.into(),
+            ),
+            ("interfaces", fib.ifaces().count() as u64, MAX_IFACES.into()),
+        ]
+        .into_iter()
+        .map(|(name, entries, capacity)| MapFill {
+            name,
+            entries,
+            capacity,
+        })
+        .collect()
     }
 }
 

@@ -16,6 +16,7 @@ use std::{
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use xdpgate::client::{self, ClientError};
 use xdpgate_tests::{support::*, traffic::udp_burst};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -218,6 +219,42 @@ fn number(v: &Value) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Fails on any uncaught script error, and on any console error since the
+/// last call that `expected` does not accept.
+#[track_caller]
+fn assert_clean_console(b: &Browser, expected: impl Fn(&str) -> bool) {
+    let errors = b.js("return window.xdpgateErrors");
+    assert_eq!(errors, json!([]), "script errors");
+    let bad: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| !expected(e["message"].as_str().unwrap_or("")))
+        .collect();
+    assert!(bad.is_empty(), "console errors: {bad:#?}");
+}
+
+/// `xdpgate token create NAME --db DB`: the new token.
+#[track_caller]
+fn token_create(db: &std::path::Path, name: &str) -> String {
+    let out = Command::new(xdpgate_bin())
+        .args(["token", "create", name, "--db"])
+        .arg(db)
+        .output()
+        .expect("run xdpgate token create");
+    assert!(
+        out.status.success(),
+        "xdpgate token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("xg_"), "{token}");
+    token
+}
+
 #[test]
 fn the_ui_shows_and_changes_the_box() {
     let lab = lab(true);
@@ -269,8 +306,36 @@ fn the_ui_shows_and_changes_the_box() {
         "conntrack size shown",
         "document.getElementById('ct-size')",
     );
+    // Map fill levels: the lab's kernel routes are in routes_v4, and the
+    // DIR-24-8 group pool (the default lookup) has its own row.
+    let routes_v4 = b.wait(
+        Duration::from_secs(10),
+        "routes_v4 fill above zero",
+        "parseInt(document.querySelector('#maps tr[data-map=\"routes_v4\"] .entries').textContent.replace(/,/g, '')) > 0 && document.querySelector('#maps tr[data-map=\"routes_v4\"]').innerText",
+    );
+    assert!(
+        routes_v4.as_str().expect("text").contains("1,048,576"),
+        "routes_v4 shows its capacity: {routes_v4}"
+    );
+    for map in [
+        "routes_v6",
+        "nexthops",
+        "nh_groups",
+        "neighbours",
+        "interfaces",
+        "tbl8_groups",
+    ] {
+        assert!(
+            b.js(&format!(
+                "return !!document.querySelector('#maps tr[data-map=\"{map}\"] progress')"
+            )) == true,
+            "no {map} bar on the dashboard"
+        );
+    }
     std::thread::sleep(Duration::from_secs(3)); // a few points on the plots
     b.screenshot("dashboard");
+    b.js("document.getElementById('maps').scrollIntoView(); return true;");
+    b.screenshot("dashboard-maps");
 
     // Firewall: a drop rule, committed, stops the flow and counts hits.
     b.go(&format!("{base}#/firewall"));
@@ -381,6 +446,28 @@ fn the_ui_shows_and_changes_the_box() {
     );
     b.screenshot("routes");
 
+    // A candidate of more than one page (the API's default is 100 rules a
+    // page): the table shows every rule.
+    let mut candidate =
+        client::get_json(daemon.api, "/api/v1/firewall/candidate").expect("candidate");
+    candidate["rules"] = (0..150)
+        .map(|i| json!({"chain": "forward", "proto": "tcp", "dport": 20000 + i, "action": "accept", "comment": format!("bulk {i}")}))
+        .collect();
+    client::put_json(daemon.api, "/api/v1/firewall/candidate", &candidate)
+        .expect("PUT a 150-rule candidate");
+    b.go(&format!("{base}#/firewall"));
+    b.wait(
+        Duration::from_secs(10),
+        "all 150 candidate rules listed",
+        "document.querySelectorAll('#fw-candidate tr[data-rule]').length === 150 && document.getElementById('fw-candidate-count').textContent === '150 rules.'",
+    );
+    assert!(
+        b.js("return document.querySelector('#fw-candidate tr[data-rule]:last-child').textContent.includes('dport 20149')") == true,
+        "the last rule is the 150th"
+    );
+    b.js("document.getElementById('fw-candidate-count').scrollIntoView({block: 'center'}); return true;");
+    b.screenshot("firewall-150-rules");
+
     for page in ["interfaces", "neighbours", "connections"] {
         b.go(&format!("{base}#/{page}"));
         b.wait(
@@ -401,20 +488,104 @@ fn the_ui_shows_and_changes_the_box() {
         std::thread::sleep(Duration::from_secs(2));
         b.screenshot(&format!("narrow-{page}"));
     }
+    b.go(&format!("{base}#/dashboard"));
+    b.wait(
+        Duration::from_secs(5),
+        "the map fill levels",
+        "document.getElementById('maps')",
+    );
+    b.js("document.getElementById('maps').scrollIntoView(); return true;");
+    b.screenshot("narrow-dashboard-maps");
 
     // No script errors, and no failed request but the bad prefix's 400.
-    let errors = b.js("return window.xdpgateErrors");
-    assert_eq!(errors, json!([]), "script errors");
-    let bad: Vec<Value> = b
-        .console()
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .filter(|e| {
-            let m = e["message"].as_str().unwrap_or("");
-            !(m.contains("/api/v1/routes/static") && m.contains("400"))
-        })
-        .collect();
-    assert!(bad.is_empty(), "console errors: {bad:#?}");
+    assert_clean_console(&b, |m| {
+        m.contains("/api/v1/routes/static") && m.contains("400")
+    });
+    b.resize(1280, 1000);
+
+    // Sign-in: once a token exists, a write from the UI without one is
+    // refused with the API's words and the sign-in box; signed in with the
+    // token, the same write goes through.
+    let token = token_create(&daemon.db, "ui-e2e");
+    // The daemon reads the live tokens again within a second. An empty
+    // rule is a 400 without the token rule and a 401 with it: nothing is
+    // written either way.
+    wait_until(Duration::from_secs(5), "writes to need a token", || {
+        matches!(
+            client::post_json(daemon.api, "/api/v1/firewall/rules", &json!({})),
+            Err(ClientError::Status { status: 401, .. })
+        )
+    });
+    b.go(&format!("{base}#/firewall"));
+    b.wait(
+        Duration::from_secs(10),
+        "the firewall page with its candidate",
+        "document.querySelectorAll('#fw-candidate tr[data-rule]').length === 150",
+    );
+    assert!(
+        b.js("return document.getElementById('signout').hidden") == true,
+        "signed out at first"
+    );
+    let rule = [
+        ("proto", "udp"),
+        ("dport", "5002"),
+        ("action", "accept"),
+        ("comment", "needs a token"),
+    ];
+    submit(&b, "#rule-form", &rule);
+    let text = b.wait(
+        Duration::from_secs(5),
+        "the 401 shown next to the form",
+        "document.querySelector('#fw-cand-error.error') && document.querySelector('#fw-cand-error').textContent",
+    );
+    let text = text.as_str().expect("text");
+    assert!(
+        text.contains("writes need an API token") && text.contains("HTTP 401"),
+        "{text}"
+    );
+    let why = b.wait(
+        Duration::from_secs(5),
+        "the sign-in box",
+        "!document.getElementById('signin').hidden && document.getElementById('signin-why').textContent",
+    );
+    assert!(
+        why.as_str()
+            .expect("text")
+            .contains("writes need an API token"),
+        "{why}"
+    );
+    assert!(
+        b.js("return document.querySelectorAll('#fw-candidate tr[data-rule]').length") == 150,
+        "the refused rule is not in the candidate"
+    );
+    b.screenshot("signin-401");
+    b.js(&format!(
+        "document.getElementById('signin-token').value = {}; document.getElementById('signin-form').requestSubmit(); return true;",
+        json!(token)
+    ));
+    b.wait(
+        Duration::from_secs(10),
+        "signed in",
+        "document.getElementById('signin').hidden && !document.getElementById('signout').hidden && document.querySelectorAll('#fw-candidate tr[data-rule]').length === 150",
+    );
+    assert!(
+        b.js("return sessionStorage.getItem('xdpgate.token')") == json!(token),
+        "the token is kept in sessionStorage"
+    );
+    submit(&b, "#rule-form", &rule);
+    let notice = b.wait(
+        Duration::from_secs(5),
+        "the rule added with the token",
+        "document.querySelector('#fw-cand-error.notice') && document.querySelectorAll('#fw-candidate tr[data-rule]').length === 151 && document.querySelector('#fw-cand-error').textContent",
+    );
+    assert!(
+        notice.as_str().expect("text").contains("Added rule"),
+        "{notice}"
+    );
+    b.screenshot("signed-in");
+    assert_clean_console(&b, |m| {
+        m.contains("/api/v1/firewall/rules") && m.contains("401")
+    });
 
     stop.store(true, Ordering::Relaxed);
     flow.join().expect("the flow thread");

@@ -23,10 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use dataplane_common::{
-    Class, MAX_IFACES, MAX_NEIGHBOURS, MAX_NEXTHOPS, MAX_NH_GROUPS, MAX_ROUTES_V4, MAX_ROUTES_V6,
-    Reason,
-};
+use dataplane_common::{Class, Reason};
 
 use super::{AppState, Error};
 use crate::{
@@ -215,20 +212,11 @@ fn collect_dataplane(
     snap.firewall_generation = dp.firewall().active_generation()?;
     snap.conntrack_capacity = dp.firewall().conntrack_capacity();
     snap.conntrack_entries = conntrack_entries(dp, key);
-    let fib = dp.fib();
-    let (v4, v6) = fib.route_count();
-    snap.maps = vec![
-        ("routes_v4", v4.into(), MAX_ROUTES_V4.into()),
-        ("routes_v6", v6.into(), MAX_ROUTES_V6.into()),
-        ("nexthops", fib.nexthop_count() as u64, MAX_NEXTHOPS.into()),
-        ("nh_groups", fib.group_count() as u64, MAX_NH_GROUPS.into()),
-        (
-            "neighbours",
-            fib.neighbours().count() as u64,
-            MAX_NEIGHBOURS.into(),
-        ),
-        ("interfaces", fib.ifaces().count() as u64, MAX_IFACES.into()),
-    ];
+    snap.maps = dp
+        .map_fill()
+        .into_iter()
+        .map(|m| (m.name, m.entries, m.capacity))
+        .collect();
     Ok(())
 }
 

@@ -54,6 +54,106 @@ async fn stats_lists_every_reason_and_class_even_when_zero() {
 }
 
 #[tokio::test]
+async fn stats_lists_the_fill_of_every_forwarding_map() {
+    let st = state().await;
+    {
+        let mut dp = st.dataplane.lock().expect("lock");
+        for p in ["198.18.1.0/24", "198.18.2.0/24", "2001:db8::/32"] {
+            let prefix = crate::fib::parse_prefix(p).expect("prefix");
+            dp.update(|f| f.set_route(prefix, crate::fib::RouteTarget::Blackhole))
+                .expect("route");
+        }
+    }
+    let resp = app(st.clone())
+        .oneshot(
+            Request::get("/api/v1/stats")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let maps = body["maps"].as_array().expect("maps");
+    let names: Vec<&str> = maps
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "routes_v4",
+            "routes_v6",
+            "nexthops",
+            "nh_groups",
+            "neighbours",
+            "interfaces"
+        ]
+    );
+    let fill = |name: &str| {
+        let m = maps.iter().find(|m| m["name"] == name).expect("the map");
+        (
+            m["entries"].as_u64().expect("entries"),
+            m["capacity"].as_u64().expect("capacity"),
+        )
+    };
+    assert_eq!(
+        fill("routes_v4"),
+        (2, u64::from(dataplane_common::MAX_ROUTES_V4))
+    );
+    assert_eq!(
+        fill("routes_v6"),
+        (1, u64::from(dataplane_common::MAX_ROUTES_V6))
+    );
+    assert_eq!(
+        fill("neighbours"),
+        (0, u64::from(dataplane_common::MAX_NEIGHBOURS))
+    );
+    // The document describes the field.
+    let doc = serde_json::to_value(super::openapi::document()).expect("document");
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["Stats"]["required"]
+            .as_array()
+            .expect("required")
+            .contains(&"maps".into()),
+        "{}",
+        schemas["Stats"]
+    );
+    assert_eq!(
+        schemas["Stats"]["properties"]["maps"]["items"]["$ref"],
+        "#/components/schemas/MapFill"
+    );
+    for field in ["name", "entries", "capacity"] {
+        assert!(
+            schemas["MapFill"]["properties"][field].is_object(),
+            "{}",
+            schemas["MapFill"]
+        );
+    }
+    // The same numbers as /metrics: both read Dataplane::map_fill.
+    let metrics = app(st)
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response")
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let metrics = String::from_utf8(metrics.to_vec()).expect("UTF-8");
+    assert!(
+        metrics.contains("xdpgate_map_entries{map=\"routes_v4\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_path_is_a_json_404() {
     let (status, body) = get("/api/v1/nope").await;
     assert_eq!(status, 404);

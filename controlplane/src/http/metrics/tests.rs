@@ -4,6 +4,8 @@
 //! contiguous; no series (name and label set) appears twice.
 use std::collections::{BTreeMap, BTreeSet};
 
+use dataplane_common::MAX_ROUTES_V4;
+
 use super::*;
 
 /// One sample: name, labels (unescaped), value.
