@@ -14,7 +14,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.cargo/bin:$PATH"
 # Debian packages: LLVM 22 for bpf-linker (it must match nightly rustc's
 # LLVM major), and the tools the lab and the tests drive (chromium and
 # chromedriver for the web UI test, tests/tests/ui_e2e.rs).
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk tshark sqlite3 python3-venv chromium chromium-driver)
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool iputils-ping netcat-openbsd tcpdump bpftool curl procps util-linux bird2 frr wrk tshark sqlite3 openssl python3-venv chromium chromium-driver)
 # Containers (scripts/image, tests/tests/image.rs): buildah builds the
 # FROM-scratch image, podman runs it with runc (crun cannot set the rlimits
 # here; ../shared/NOTES.md, "Containers").

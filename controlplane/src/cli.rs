@@ -158,6 +158,13 @@ pub struct RunArgs {
     /// instead of adopting it (forwarding stops until this one attaches).
     #[arg(long)]
     pub fresh: bool,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf
+    /// first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// On SIGTERM/SIGINT leave the pinned program forwarding on its last
     /// state (for restarts and upgrades) instead of detaching.
     #[arg(long)]

@@ -36,6 +36,32 @@ pub enum ClientError {
     Malformed,
     #[error("the API sent JSON that does not parse: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("XDPGATE_API_CA: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A byte stream to the API: TCP, or TLS over it.
+trait Stream: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> Stream for T {}
+
+/// Connect to `addr`; with [`crate::tls::CA_ENV`] set, speak TLS to it,
+/// trusting that CA alone (the certificate must name the address).
+fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<dyn Stream>, ClientError> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|source| ClientError::Io { addr, source })?;
+    let Some(ca) = std::env::var_os(crate::tls::CA_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(Box::new(s));
+    };
+    use tokio_rustls::rustls::{ClientConnection, StreamOwned, pki_types::ServerName};
+    let config = crate::tls::client_config(std::path::Path::new(&ca))?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let conn = ClientConnection::new(config, name).map_err(|e| ClientError::Io {
+        addr,
+        source: std::io::Error::other(e),
+    })?;
+    Ok(Box::new(StreamOwned::new(conn, s)))
 }
 
 /// Reads answer quickly; a write (a firewall commit compiling and
@@ -84,10 +110,8 @@ fn request(
     body: Option<&Value>,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|source| ClientError::Connect { addr, source })?;
+    let mut s = connect(addr, timeout)?;
     let io = |source| ClientError::Io { addr, source };
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
     let payload = body.map(serde_json::to_vec).transpose()?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n"

@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub route_lookup: Option<Spanned<String>>,
     pub tbl8_groups: Option<Spanned<u32>>,
     pub pin_dir: Option<Spanned<PathBuf>>,
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<Spanned<PathBuf>>,
     pub keep_attached: Option<bool>,
     pub conntrack: Option<ConntrackSection>,
     pub export: Option<ExportSection>,
@@ -108,6 +110,8 @@ pub struct Settings {
     pub route_lookup: Option<RouteLookup>,
     pub tbl8_groups: Option<u32>,
     pub pin_dir: Option<PathBuf>,
+    /// `tls_cert` and `tls_key`, both checked to load.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub keep_attached: Option<bool>,
     pub ct_timeouts: Vec<CtTimeout>,
     /// `[export]` over the defaults (None: no section).
@@ -394,6 +398,29 @@ impl FileConfig {
                 s.pin_dir = Some(d.into_inner());
             }
         }
+        match (self.tls_cert, self.tls_key) {
+            (None, None) => {}
+            (Some(c), None) => at(c.span(), Severity::Error, "tls_cert needs tls_key".into()),
+            (None, Some(k)) => at(k.span(), Severity::Error, "tls_key needs tls_cert".into()),
+            (Some(c), Some(k)) => {
+                let mut ok = true;
+                if let Err(e) = crate::tls::certificates(c.get_ref()) {
+                    at(c.span(), Severity::Error, format!("tls_cert: {e}"));
+                    ok = false;
+                }
+                if let Err(e) = crate::tls::private_key(k.get_ref()) {
+                    at(k.span(), Severity::Error, format!("tls_key: {e}"));
+                    ok = false;
+                }
+                if ok {
+                    if let Err(e) = crate::tls::server_config(c.get_ref(), k.get_ref()) {
+                        at(k.span(), Severity::Error, format!("tls_key: {e}"));
+                    } else {
+                        s.tls = Some((c.into_inner(), k.into_inner()));
+                    }
+                }
+            }
+        }
         s.keep_attached = self.keep_attached;
         if let Some(n) = self.netns {
             if n.get_ref().is_empty() || n.get_ref().contains('/') {
@@ -660,6 +687,10 @@ pub fn run_config(a: RunArgs, file: Settings) -> Result<RunConfig, ConfigError> 
         event_log: a.event_log.clone().or(file.event_file),
         syslog: a.syslog.or(file.syslog),
         pin_dir: a.pin_dir.clone().or(file.pin_dir),
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => file.tls,
+        },
         fresh: a.fresh,
         keep_attached: a.keep_attached || file.keep_attached.unwrap_or(false),
     })
@@ -930,6 +961,34 @@ syslog = \"514\"
             "{:#?}",
             c.diagnostics
         );
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs_and_must_load() {
+        let dir = std::env::temp_dir().join(format!("xg-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not PEM\n").expect("write");
+        let src = format!("interfaces = [\"eth1\"]\ntls_cert = {junk:?}\n");
+        let c = check(&src, &everywhere);
+        assert_eq!(c.diagnostics.len(), 1, "{:#?}", c.diagnostics);
+        assert_eq!(c.diagnostics[0].line, 2);
+        assert!(c.diagnostics[0].message.contains("tls_cert needs tls_key"));
+        let src = format!("interfaces = [\"eth1\"]\ntls_cert = {junk:?}\ntls_key = {junk:?}\n");
+        let c = check(&src, &everywhere);
+        let lines: Vec<usize> = c.diagnostics.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3], "{:#?}", c.diagnostics);
+        assert!(
+            c.diagnostics[0].message.contains("no PEM certificate"),
+            "{:#?}",
+            c.diagnostics
+        );
+        assert!(
+            c.diagnostics[1].message.contains("no PEM private key"),
+            "{:#?}",
+            c.diagnostics
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct RunConfig {
     pub pin_dir: Option<PathBuf>,
     /// Remove the previous daemon's pinned state instead of adopting it.
     pub fresh: bool,
+    /// Serve the API over TLS: (certificate chain, key), PEM.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Leave the pinned program forwarding on SIGTERM/SIGINT.
     pub keep_attached: bool,
     /// IPFIX export (on when it names a collector).
@@ -129,6 +131,8 @@ pub enum DaemonError {
     Firewall(#[source] FirewallError),
     #[error("the dataplane lock is poisoned (a thread panicked holding it)")]
     Poisoned,
+    #[error("TLS for the API: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("detaching left errors: {0:?}")]
     Detach(Vec<String>),
     #[error(transparent)]
@@ -151,6 +155,12 @@ pub fn run(cfg: RunConfig) -> Result<(), DaemonError> {
         return Err(DaemonError::NoInterfaces);
     }
     bpffs::require()?;
+    // A bad certificate or key stops the start before anything is bound.
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::server_config(cert, key))
+        .transpose()?;
     let listener = TcpListener::bind(cfg.api).map_err(|source| DaemonError::Listen {
         addr: cfg.api,
         source,
@@ -170,7 +180,7 @@ pub fn run(cfg: RunConfig) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?
-        .block_on(serve(cfg, listener))
+        .block_on(serve(cfg, listener, tls))
 }
 
 /// Attach to every interface, or to none: a failure detaches what was
@@ -271,7 +281,11 @@ async fn start_event_log(
     Ok(settings)
 }
 
-async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError> {
+async fn serve(
+    cfg: RunConfig,
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> Result<(), DaemonError> {
     let pool = db::open(&cfg.db).await?;
     db::put_setting(&pool, "last_start_interfaces", &cfg.ifaces.join(",")).await?;
     let outbox = Arc::new(Outbox::start(OUTBOX_CHANNEL, OUTBOX_QUEUE)?);
@@ -394,10 +408,18 @@ async fn serve(cfg: RunConfig, listener: TcpListener) -> Result<(), DaemonError>
             source,
         })?;
     info!(api = %cfg.api, "serving");
-    let served = axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(DaemonError::Serve);
+    let served = match tls {
+        Some(config) => {
+            info!("the API speaks TLS only");
+            crate::tls::serve(listener, http::app(state), config, shutdown_signal()).await
+        }
+        None => {
+            axum::serve(listener, http::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
+    .map_err(DaemonError::Serve);
     emit(
         Severity::Notice,
         "daemon_stop",

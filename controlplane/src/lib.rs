@@ -24,4 +24,5 @@ pub mod netns;
 pub mod outbox;
 pub mod static_routes;
 pub mod testrun;
+pub mod tls;
 pub mod token;
