@@ -169,3 +169,6 @@ async fn flush(
     tracing::info!(deleted, filter = ?q, "conntrack flush");
     Ok(Json(Flushed { deleted }))
 }
+
+#[cfg(test)]
+mod tests;

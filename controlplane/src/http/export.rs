@@ -102,9 +102,9 @@ mod tests {
 
     use crate::http::testutil::{call, state};
 
-    #[tokio::test]
-    async fn get_shows_defaults_and_counters() {
-        let st = state().await;
+    #[sqlx::test(migrations = "../migrations")]
+    async fn get_shows_defaults_and_counters(db: sqlx::SqlitePool) {
+        let st = state(db).await;
         let (status, body) = call(&st, "GET", "/api/v1/export", None).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["enabled"], false);
@@ -115,9 +115,9 @@ mod tests {
         assert!(body["counters"]["io_backend"].is_string(), "{body}");
     }
 
-    #[tokio::test]
-    async fn put_stores_and_applies() {
-        let st = state().await;
+    #[sqlx::test(migrations = "../migrations")]
+    async fn put_stores_and_applies(db: sqlx::SqlitePool) {
+        let st = state(db).await;
         let put = json!({ "collectors": ["198.18.9.2:4739", "[2001:db8:9::2]:4739"],
                           "idle_timeout": 5, "drop_log_sample": 10 });
         let (status, body) = call(&st, "PUT", "/api/v1/export", Some(put)).await;
@@ -140,9 +140,9 @@ mod tests {
         assert_eq!((status, &body["enabled"]), (200, &json!(false)));
     }
 
-    #[tokio::test]
-    async fn bad_settings_are_refused_and_change_nothing() {
-        let st = state().await;
+    #[sqlx::test(migrations = "../migrations")]
+    async fn bad_settings_are_refused_and_change_nothing(db: sqlx::SqlitePool) {
+        let st = state(db).await;
         let good = json!({ "collectors": ["198.18.9.2:4739"] });
         assert_eq!(call(&st, "PUT", "/api/v1/export", Some(good)).await.0, 200);
         for (bad, says) in [

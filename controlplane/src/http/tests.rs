@@ -1,30 +1,14 @@
-use std::path::Path;
-
 use axum::{body::Body, http::Request};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
+use sqlx::SqlitePool;
+
 use super::*;
+use crate::http::testutil::{call, state};
 
-async fn state() -> AppState {
-    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
-    let dataplane = Dataplane::load().expect("load the XDP object (needs root)");
-    let dataplane = Arc::new(Mutex::new(dataplane));
-    let firewall = crate::firewall::Firewall::new(db.clone(), dataplane.clone());
-    AppState {
-        dataplane,
-        db,
-        sync: watch::channel(SyncStatus::default()).1,
-        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
-        wanted: Default::default(),
-        listener_is_loopback: true,
-        export: None,
-        drop_log: None,
-    }
-}
-
-async fn get(path: &str) -> (u16, serde_json::Value) {
-    let resp = app(state().await)
+async fn get(db: &SqlitePool, path: &str) -> (u16, serde_json::Value) {
+    let resp = app(state(db.clone()).await)
         .oneshot(Request::get(path).body(Body::empty()).expect("request"))
         .await
         .expect("response");
@@ -33,17 +17,17 @@ async fn get(path: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_slice(&body).expect("JSON body"))
 }
 
-#[tokio::test]
-async fn healthz_reports_db_and_attachments() {
-    let (status, body) = get("/healthz").await;
+#[sqlx::test(migrations = "../migrations")]
+async fn healthz_reports_db_and_attachments(db: SqlitePool) {
+    let (status, body) = get(&db, "/healthz").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["attached_interfaces"], 0);
 }
 
-#[tokio::test]
-async fn stats_lists_every_reason_and_class_even_when_zero() {
-    let (status, body) = get("/api/v1/stats").await;
+#[sqlx::test(migrations = "../migrations")]
+async fn stats_lists_every_reason_and_class_even_when_zero(db: SqlitePool) {
+    let (status, body) = get(&db, "/api/v1/stats").await;
     assert_eq!(status, 200);
     let reasons = body["total"]["reasons"].as_object().expect("reasons");
     assert_eq!(reasons.len(), dataplane_common::Reason::COUNT as usize);
@@ -53,9 +37,9 @@ async fn stats_lists_every_reason_and_class_even_when_zero() {
     assert_eq!(body["interfaces"].as_array().expect("interfaces").len(), 0);
 }
 
-#[tokio::test]
-async fn stats_lists_the_fill_of_every_forwarding_map() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn stats_lists_the_fill_of_every_forwarding_map(db: SqlitePool) {
+    let st = state(db).await;
     {
         let mut dp = st.dataplane.lock().expect("lock");
         for p in ["198.18.1.0/24", "198.18.2.0/24", "2001:db8::/32"] {
@@ -153,9 +137,9 @@ async fn stats_lists_the_fill_of_every_forwarding_map() {
     );
 }
 
-#[tokio::test]
-async fn unknown_path_is_a_json_404() {
-    let (status, body) = get("/api/v1/nope").await;
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_path_is_a_json_404(db: SqlitePool) {
+    let (status, body) = get(&db, "/api/v1/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
     assert!(
@@ -166,9 +150,9 @@ async fn unknown_path_is_a_json_404() {
     );
 }
 
-#[tokio::test]
-async fn routes_are_paged_by_prefix_cursor_and_bad_input_is_a_json_400() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn routes_are_paged_by_prefix_cursor_and_bad_input_is_a_json_400(db: SqlitePool) {
+    let st = state(db).await;
     {
         let mut dp = st.dataplane.lock().expect("lock");
         for p in [
@@ -236,28 +220,104 @@ async fn routes_are_paged_by_prefix_cursor_and_bad_input_is_a_json_400() {
     }
 }
 
-#[tokio::test]
-async fn a_cursor_past_the_end_is_an_empty_page() {
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cursor_past_the_end_is_an_empty_page(db: SqlitePool) {
     // Found by schemathesis: `start + limit` overflowed and the handler
     // panicked (the connection closed without an answer).
     for list in ["neighbours", "links"] {
-        let (status, body) = get(&format!("/api/v1/{list}?cursor={}&limit=1000", usize::MAX)).await;
+        let (status, body) = get(
+            &db,
+            &format!("/api/v1/{list}?cursor={}&limit=1000", usize::MAX),
+        )
+        .await;
         assert_eq!(status, 200, "{list}: {body}");
         assert_eq!(body["items"], serde_json::json!([]), "{list}");
         assert_eq!(body["next_cursor"], serde_json::Value::Null, "{list}");
     }
 }
 
-#[tokio::test]
-async fn a_path_segment_that_is_not_utf8_is_a_json_400() {
+#[sqlx::test(migrations = "../migrations")]
+async fn a_path_segment_that_is_not_utf8_is_a_json_400(db: SqlitePool) {
     for path in [
         "/api/v1/firewall/sets/%FF",
         "/api/v1/firewall/rules/%FF",
         "/api/v1/firewall/commits/%C3%28",
         "/api/v1/interfaces/%FF",
     ] {
-        let (status, body) = get(path).await;
+        let (status, body) = get(&db, path).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["error"]["code"], "bad_request", "{path}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn links_and_neighbours_are_listed_filtered_and_paged(db: SqlitePool) {
+    let st = state(db).await;
+    {
+        // The loopback device: a real ifindex the devmap takes.
+        let mut dp = st.dataplane.lock().expect("lock");
+        dp.update(|f| {
+            f.set_iface(crate::fib::Iface {
+                ifindex: 1,
+                name: "lo".into(),
+                mac: [0; 6],
+                mtu: 65536,
+                vlan_id: 0,
+                parent_ifindex: 1,
+                up: true,
+            })
+        })
+        .expect("iface");
+        for (a, m) in [
+            ("198.18.7.2", [2, 0, 0, 0, 7, 2]),
+            ("198.18.7.1", [2, 0, 0, 0, 7, 1]),
+            ("2001:db8:7::1", [2, 0, 0, 0, 7, 3]),
+        ] {
+            let a: std::net::IpAddr = a.parse().expect("address");
+            dp.update(|f| f.set_neighbour(1, a, m)).expect("neighbour");
+        }
+    }
+    let (status, links) = call(&st, "GET", "/api/v1/links", None).await;
+    assert_eq!(status, 200, "{links}");
+    assert_eq!(links["items"][0]["name"], "lo");
+    assert_eq!(links["items"][0]["mtu"], 65536);
+    let (_, none) = call(&st, "GET", "/api/v1/links?dev=eth9", None).await;
+    assert_eq!(none["items"], serde_json::json!([]));
+
+    let (status, page) = call(&st, "GET", "/api/v1/neighbours?limit=2", None).await;
+    assert_eq!(status, 200, "{page}");
+    let first: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| n["address"].as_str().expect("address"))
+        .collect();
+    assert_eq!(first, ["198.18.7.1", "198.18.7.2"], "sorted by address");
+    assert_eq!(page["items"][0]["mac"], "02:00:00:00:07:01");
+    assert_eq!(page["items"][0]["dev"], "lo");
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let (_, rest) = call(
+        &st,
+        "GET",
+        &format!("/api/v1/neighbours?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(rest["items"][0]["address"], "2001:db8:7::1");
+    assert_eq!(rest["next_cursor"], serde_json::Value::Null);
+    let (_, none) = call(&st, "GET", "/api/v1/neighbours?dev=eth9", None).await;
+    assert_eq!(none["items"], serde_json::json!([]));
+
+    for bad in [
+        "/api/v1/neighbours?limit=0",
+        "/api/v1/neighbours?prefix=198.18.0.0/15",
+        "/api/v1/neighbours?cursor=x",
+        "/api/v1/links?limit=1001",
+        "/api/v1/links?prefix=198.18.0.0/15",
+        "/api/v1/links?mtu=1500",
+    ] {
+        let (status, body) = call(&st, "GET", bad, None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{bad}");
     }
 }

@@ -1,26 +1,23 @@
-//! Shared by the handler tests of the firewall edit, history and static
-//! route modules: a state over an in-memory database and a loaded (not
-//! attached) XDP object (needs root), and one call helper.
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-};
+//! Shared by the handler tests: a state over the database `#[sqlx::test]`
+//! made for the test (a file of its own, migrations applied) and a loaded
+//! (not attached) XDP object (needs root), and one call helper.
+use std::sync::{Arc, Mutex};
 
 use axum::{body::Body, http::Request};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use sqlx::SqlitePool;
 use tower::ServiceExt as _;
 
 use super::{AppState, app};
 use crate::{dataplane::Dataplane, firewall::Firewall, netlink::sync::SyncStatus};
 
-pub async fn state() -> AppState {
-    state_on(true).await
+pub async fn state(db: SqlitePool) -> AppState {
+    state_on(db, true).await
 }
 
 /// [`state`] for a listener on loopback or not (the auth layer's rule).
-pub async fn state_on(listener_is_loopback: bool) -> AppState {
-    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
+pub async fn state_on(db: SqlitePool, listener_is_loopback: bool) -> AppState {
     let dataplane = Arc::new(Mutex::new(
         Dataplane::load().expect("load the XDP object (needs root)"),
     ));

@@ -142,9 +142,9 @@ mod tests {
             .expect("response")
     }
 
-    #[tokio::test]
-    async fn every_file_is_served_with_its_type_and_revalidates() {
-        let st = testutil::state().await;
+    #[sqlx::test(migrations = "../migrations")]
+    async fn every_file_is_served_with_its_type_and_revalidates(db: sqlx::SqlitePool) {
+        let st = testutil::state(db).await;
         let index = get(&st, "/", None).await;
         assert_eq!(index.status(), 200);
         assert_eq!(index.headers()[header::CONTENT_TYPE], FILES[0].1);
@@ -189,9 +189,9 @@ mod tests {
         assert_eq!(missing.status(), 404);
     }
 
-    #[tokio::test]
-    async fn the_ui_is_open_without_a_token_on_any_listener() {
-        let mut st = testutil::state().await;
+    #[sqlx::test(migrations = "../migrations")]
+    async fn the_ui_is_open_without_a_token_on_any_listener(db: sqlx::SqlitePool) {
+        let mut st = testutil::state(db).await;
         st.listener_is_loopback = false;
         assert_eq!(get(&st, "/", None).await.status(), 200);
         assert_eq!(get(&st, "/ui/app.js", None).await.status(), 200);

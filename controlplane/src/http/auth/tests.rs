@@ -4,13 +4,14 @@
 use axum::{Router, body::Body, http::Request};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+use sqlx::SqlitePool;
 use tower::ServiceExt as _;
 
 use super::*;
 use crate::http::{AppState, app};
 
-async fn state(listener_is_loopback: bool) -> AppState {
-    crate::http::testutil::state_on(listener_is_loopback).await
+async fn state(db: SqlitePool, listener_is_loopback: bool) -> AppState {
+    crate::http::testutil::state_on(db, listener_is_loopback).await
 }
 
 struct Answer {
@@ -76,9 +77,9 @@ fn assert_401(a: &Answer) {
     );
 }
 
-#[tokio::test]
-async fn loopback_without_tokens_reads_and_writes() {
-    let app = app(state(true).await);
+#[sqlx::test(migrations = "../migrations")]
+async fn loopback_without_tokens_reads_and_writes(db: SqlitePool) {
+    let app = app(state(db, true).await);
     assert_eq!(
         call(&app, "GET", "/api/v1/stats", None, None).await.status,
         200
@@ -97,9 +98,9 @@ async fn loopback_without_tokens_reads_and_writes() {
     assert_401(&call(&app, "GET", "/api/v1/stats", Some(&wrong), None).await);
 }
 
-#[tokio::test]
-async fn loopback_with_a_token_guards_writes_until_it_is_revoked() {
-    let st = state(true).await;
+#[sqlx::test(migrations = "../migrations")]
+async fn loopback_with_a_token_guards_writes_until_it_is_revoked(db: SqlitePool) {
+    let st = state(db, true).await;
     let token = crate::token::create(&st.db, "ci").await.expect("token");
     let app = app(st.clone());
     let put = |t: Option<&str>| {
@@ -176,9 +177,9 @@ async fn loopback_with_a_token_guards_writes_until_it_is_revoked() {
     assert_eq!(put(None).await.status, 200);
 }
 
-#[tokio::test]
-async fn elsewhere_every_request_needs_a_token_but_probes() {
-    let st = state(false).await;
+#[sqlx::test(migrations = "../migrations")]
+async fn elsewhere_every_request_needs_a_token_but_probes(db: SqlitePool) {
+    let st = state(db, false).await;
     let app = app(st.clone());
     assert_401(&call(&app, "GET", "/api/v1/stats", None, None).await);
     assert_401(&call(&app, "GET", "/api/v1/nope", None, None).await);
@@ -205,9 +206,9 @@ async fn elsewhere_every_request_needs_a_token_but_probes() {
     );
 }
 
-#[tokio::test]
-async fn verifications_are_cached_and_use_is_recorded() {
-    let st = state(false).await;
+#[sqlx::test(migrations = "../migrations")]
+async fn verifications_are_cached_and_use_is_recorded(db: SqlitePool) {
+    let st = state(db, false).await;
     let token = crate::token::create(&st.db, "ci").await.expect("token");
     let app = app(st.clone());
     assert_eq!(
@@ -250,9 +251,9 @@ async fn verifications_are_cached_and_use_is_recorded() {
     assert!(used.is_some(), "last_used_at was never written");
 }
 
-#[tokio::test]
-async fn oversized_bodies_are_a_json_413() {
-    let app = app(state(true).await);
+#[sqlx::test(migrations = "../migrations")]
+async fn oversized_bodies_are_a_json_413(db: SqlitePool) {
+    let app = app(state(db, true).await);
     let big = |n: usize| vec![b' '; n];
     // Announced too large: refused before reading.
     let req = Request::post("/api/v1/interfaces/eth0/attach")

@@ -16,9 +16,9 @@ fn ruleset() -> Value {
     })
 }
 
-#[tokio::test]
-async fn nothing_is_active_before_the_first_commit() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn nothing_is_active_before_the_first_commit(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, v) = call(&st, "GET", "/api/v1/firewall/active", None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["commit"], Value::Null);
@@ -28,9 +28,9 @@ async fn nothing_is_active_before_the_first_commit() {
     assert_eq!((status, &v["items"]), (200, &json!([])));
 }
 
-#[tokio::test]
-async fn a_candidate_with_problems_is_refused_with_every_problem() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_candidate_with_problems_is_refused_with_every_problem(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let bad = json!({"rules": [
         {"chain": "forward", "dport": 22, "action": "drop"},
         {"chain": "input", "out": "eth2", "action": "drop"},
@@ -67,9 +67,9 @@ async fn a_candidate_with_problems_is_refused_with_every_problem() {
     );
 }
 
-#[tokio::test]
-async fn candidate_then_commit_and_history() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn candidate_then_commit_and_history(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, stored) = call(&st, "PUT", "/api/v1/firewall/candidate", Some(ruleset())).await;
     assert_eq!(status, 200, "{stored}");
     assert!(stored["rules"][0]["id"].as_u64().expect("id") > 0);
@@ -139,9 +139,9 @@ async fn candidate_then_commit_and_history() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn apply_replaces_and_commits_and_refuses_unknown_interfaces() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn apply_replaces_and_commits_and_refuses_unknown_interfaces(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, c) = call(
         &st,
         "POST",

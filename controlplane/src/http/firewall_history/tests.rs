@@ -13,9 +13,9 @@ fn accept_all() -> Value {
     json!({"rules": [{"chain": "forward", "action": "accept", "comment": "base"}]})
 }
 
-#[tokio::test]
-async fn an_unconfirmed_commit_rolls_back_by_itself() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn an_unconfirmed_commit_rolls_back_by_itself(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, base) = call(&st, "POST", "/api/v1/firewall/apply", Some(accept_all())).await;
     assert_eq!(status, 200, "{base}");
     let (status, c) = call(
@@ -92,9 +92,9 @@ async fn an_unconfirmed_commit_rolls_back_by_itself() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn a_confirmed_commit_stays_and_confirm_without_one_is_409() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_confirmed_commit_stays_and_confirm_without_one_is_409(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, v) = call(&st, "POST", "/api/v1/firewall/confirm", None).await;
     assert_eq!(
         (status, &v["error"]["code"]),
@@ -123,9 +123,9 @@ async fn a_confirmed_commit_stays_and_confirm_without_one_is_409() {
     assert_eq!(page["items"][0]["id"], c["commit"]);
 }
 
-#[tokio::test]
-async fn confirm_within_out_of_range_is_a_400() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn confirm_within_out_of_range_is_a_400(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     for q in ["0", "86401", "x"] {
         let (status, v) = call(
             &st,
@@ -141,9 +141,9 @@ async fn confirm_within_out_of_range_is_a_400() {
     assert_eq!(active["commit"], Value::Null);
 }
 
-#[tokio::test]
-async fn a_restart_with_a_commit_pending_restores_the_one_before() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_restart_with_a_commit_pending_restores_the_one_before(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (_, base) = call(&st, "POST", "/api/v1/firewall/apply", Some(accept_all())).await;
     let (_, c) = call(
         &st,
@@ -189,9 +189,9 @@ async fn a_restart_with_a_commit_pending_restores_the_one_before() {
     );
 }
 
-#[tokio::test]
-async fn rollback_applies_an_old_commit_and_unknown_ids_are_404() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn rollback_applies_an_old_commit_and_unknown_ids_are_404(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (_, c1) = call(&st, "POST", "/api/v1/firewall/apply", Some(accept_all())).await;
     let (_, c2) = call(&st, "POST", "/api/v1/firewall/apply", Some(drop_ssh())).await;
     let (status, r) = call(
@@ -232,9 +232,9 @@ async fn rollback_applies_an_old_commit_and_unknown_ids_are_404() {
     }
 }
 
-#[tokio::test]
-async fn diff_compares_the_candidate_with_the_active_ruleset() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn diff_compares_the_candidate_with_the_active_ruleset(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (_, d) = call(&st, "GET", "/api/v1/firewall/diff", None).await;
     assert_eq!(d, json!({"active": null, "lines": []}));
     call(&st, "POST", "/api/v1/firewall/apply", Some(accept_all())).await;

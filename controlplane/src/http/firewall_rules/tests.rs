@@ -12,9 +12,9 @@ fn comments(list: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn post_appends_or_inserts_and_put_moves_and_delete_removes() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn post_appends_or_inserts_and_put_moves_and_delete_removes(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let mut ids = Vec::new();
     for (c, body) in [
         (
@@ -96,9 +96,9 @@ async fn post_appends_or_inserts_and_put_moves_and_delete_removes() {
     assert_eq!(c["forward_rules"], 2);
 }
 
-#[tokio::test]
-async fn bad_rules_and_unknown_ids_are_refused() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_rules_and_unknown_ids_are_refused(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let cases = [
         json!({"chain": "forward", "dport": 22, "action": "drop"}),
         json!({"chain": "forward", "src": "@nope", "action": "drop"}),
@@ -148,9 +148,9 @@ async fn bad_rules_and_unknown_ids_are_refused() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn the_log_flag_is_stored_returned_and_committed() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn the_log_flag_is_stored_returned_and_committed(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let (status, r) = call(
         &st,
         "POST",

@@ -3,9 +3,9 @@ use serde_json::{Value, json};
 
 use crate::http::testutil::{call, state};
 
-#[tokio::test]
-async fn put_creates_then_replaces_and_get_lists_paged() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn put_creates_then_replaces_and_get_lists_paged(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let body = json!({"prefixes": ["198.18.200.0/24", "2001:db8:bad::/48", "198.18.200.0/24"],
                       "comment": "bad"});
     let (status, v) = call(&st, "PUT", "/api/v1/firewall/sets/blocklist", Some(body)).await;
@@ -69,9 +69,9 @@ async fn put_creates_then_replaces_and_get_lists_paged() {
     assert_eq!(status, 404);
 }
 
-#[tokio::test]
-async fn every_bad_prefix_is_named_and_nothing_is_stored() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn every_bad_prefix_is_named_and_nothing_is_stored(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let body = json!({"prefixes": ["198.18.0.0/15", "198.18.1.5/24", "nonsense", "2001:db8::/32"]});
     let (status, v) = call(&st, "PUT", "/api/v1/firewall/sets/x", Some(body)).await;
     assert_eq!(status, 400, "{v}");
@@ -108,9 +108,9 @@ async fn every_bad_prefix_is_named_and_nothing_is_stored() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn a_100k_prefix_set_goes_in_one_request_and_more_is_refused() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_100k_prefix_set_goes_in_one_request_and_more_is_refused(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     let prefixes: Vec<String> = (0..100_000u32)
         .map(|i| format!("2001:db8:{:x}:{:x}::/64", i >> 16, i & 0xffff))
         .collect();
@@ -143,9 +143,9 @@ async fn a_100k_prefix_set_goes_in_one_request_and_more_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_set_in_use_is_not_deleted_and_the_rules_are_named() {
-    let st = state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_set_in_use_is_not_deleted_and_the_rules_are_named(db: sqlx::SqlitePool) {
+    let st = state(db).await;
     call(
         &st,
         "PUT",

@@ -1,19 +1,12 @@
 //! Attach, detach and readiness on a veth pair (and a bridge, which
 //! has no native XDP) in a namespace of the test's own. Needs root.
-use std::{
-    path::Path,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
-};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
+use sqlx::SqlitePool;
 use tokio::sync::watch;
 
-use crate::{
-    dataplane::Dataplane, http::AppState, managed::Wanted, netlink::sync::SyncStatus, netns,
-};
+use crate::{http::AppState, managed::Wanted, netlink::sync::SyncStatus, netns};
 
 /// A namespace with `veth0`/`veth1` (up) and `br0` (up), deleted on
 /// drop, panic or not.
@@ -74,31 +67,22 @@ impl Drop for NsGuard {
     }
 }
 
-async fn state(wanted: Wanted, sync: SyncStatus) -> AppState {
-    let db = crate::db::open(Path::new(":memory:")).await.expect("db");
-    let dataplane = Arc::new(Mutex::new(
-        Dataplane::load().expect("load the XDP object (needs root)"),
-    ));
-    let firewall = crate::firewall::Firewall::new(db.clone(), dataplane.clone());
-    AppState {
-        dataplane,
-        db,
-        sync: watch::channel(sync).1,
-        firewall: Arc::new(tokio::sync::Mutex::new(firewall)),
-        wanted,
-        listener_is_loopback: true,
-        export: None,
-        drop_log: None,
-    }
+/// The shared test state with the interfaces wanted and the sync status
+/// given.
+async fn state(db: SqlitePool, wanted: Wanted, sync: SyncStatus) -> AppState {
+    let mut st = crate::http::testutil::state(db).await;
+    st.wanted = wanted;
+    st.sync = watch::channel(sync).1;
+    st
 }
 
 use crate::http::testutil::call;
 
-#[test]
-fn attach_then_detach_a_veth_with_every_error_status() {
-    let ns = NsGuard::new();
-    ns.run(|| async {
-        let st = state(Wanted::default(), SyncStatus::default()).await;
+#[sqlx::test(migrations = "../migrations")]
+async fn attach_then_detach_a_veth_with_every_error_status(db: SqlitePool) {
+    let ns = &NsGuard::new();
+    ns.run(|| async move {
+        let st = state(db, Wanted::default(), SyncStatus::default()).await;
         let (status, body) = call(&st, "GET", "/api/v1/interfaces", None).await;
         assert_eq!((status, body), (200, json!([])));
         let (status, body) = call(&st, "GET", "/api/v1/interfaces/nope0", None).await;
@@ -171,11 +155,11 @@ fn attach_then_detach_a_veth_with_every_error_status() {
     });
 }
 
-#[test]
-fn a_refused_native_attach_is_a_422_with_the_kernels_reason() {
-    let ns = NsGuard::new();
-    ns.run(|| async {
-        let st = state(Wanted::default(), SyncStatus::default()).await;
+#[sqlx::test(migrations = "../migrations")]
+async fn a_refused_native_attach_is_a_422_with_the_kernels_reason(db: SqlitePool) {
+    let ns = &NsGuard::new();
+    ns.run(|| async move {
+        let st = state(db, Wanted::default(), SyncStatus::default()).await;
         let native = Some(json!({ "mode": "native" }));
         let (status, body) = call(&st, "POST", "/api/v1/interfaces/br0/attach", native).await;
         assert_eq!(status, 422, "{body}");
@@ -192,16 +176,16 @@ fn a_refused_native_attach_is_a_422_with_the_kernels_reason() {
     });
 }
 
-#[test]
-fn readyz_lists_every_reason_until_attached_and_in_sync() {
-    let ns = NsGuard::new();
-    ns.run(|| async {
+#[sqlx::test(migrations = "../migrations")]
+async fn readyz_lists_every_reason_until_attached_and_in_sync(db: SqlitePool) {
+    let ns = &NsGuard::new();
+    ns.run(|| async move {
         let wanted = Wanted::new(["veth0".to_owned(), "veth1".to_owned()], Default::default());
         let sync = SyncStatus {
             enabled: true,
             ..SyncStatus::default()
         };
-        let st = state(wanted, sync).await;
+        let st = state(db, wanted, sync).await;
         let (status, body) = call(&st, "GET", "/readyz", None).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], "unavailable");

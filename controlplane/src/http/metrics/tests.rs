@@ -420,15 +420,12 @@ fn the_checker_refuses_a_sample_without_type() {
 }
 
 /// The live endpoint on a freshly loaded dataplane (needs root).
-#[tokio::test]
-async fn get_metrics_serves_the_format_from_a_loaded_dataplane() {
+#[sqlx::test(migrations = "../migrations")]
+async fn get_metrics_serves_the_format_from_a_loaded_dataplane(db: sqlx::SqlitePool) {
     use axum::{body::Body, http::Request};
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
 
-    let db = crate::db::open(std::path::Path::new(":memory:"))
-        .await
-        .expect("db");
     let dataplane = std::sync::Arc::new(Mutex::new(
         Dataplane::load().expect("load the XDP object (needs root)"),
     ));

@@ -380,9 +380,9 @@ fn string_forms_match_their_schemas() {
     }
 }
 
-#[tokio::test]
-async fn the_router_serves_the_listed_routes_and_the_document() {
-    let st = testutil::state().await;
+#[sqlx::test(migrations = "../migrations")]
+async fn the_router_serves_the_listed_routes_and_the_document(db: sqlx::SqlitePool) {
+    let st = testutil::state(db).await;
     let mut by_path: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (m, p) in ROUTES {
         by_path.entry(p).or_default().insert(m);

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Value, json};
+use sqlx::SqlitePool;
 
 use crate::{
     http::testutil::{call, state},
@@ -20,6 +21,8 @@ impl Drop for Ns {
 }
 
 /// Run `f` on a current-thread runtime on a thread inside a new namespace
+/// (routes are installed through the calling thread's namespace; the
+/// `#[sqlx::test]` runtime waits meanwhile, the pool works from either)
 /// that has `veth0` (its peer `veth0p` up too) (198.18.50.1/24, 2001:db8:50::1/64) up.
 fn in_namespace<F, Fut>(f: F)
 where
@@ -71,10 +74,10 @@ fn kernel(ns: &str, prefix: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn add_list_delete_and_reinstall() {
+#[sqlx::test(migrations = "../migrations")]
+async fn add_list_delete_and_reinstall(db: SqlitePool) {
     in_namespace(|ns| async move {
-        let st = state().await;
+        let st = state(db).await;
         let (status, r) = call(
             &st,
             "POST",
@@ -175,10 +178,10 @@ fn add_list_delete_and_reinstall() {
     });
 }
 
-#[test]
-fn bad_routes_are_400_and_foreign_prefixes_409() {
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_routes_are_400_and_foreign_prefixes_409(db: SqlitePool) {
     in_namespace(|ns| async move {
-        let st = state().await;
+        let st = state(db).await;
         let bad: [(Value, &str); 7] = [
             (
                 json!({"prefix": "198.18.60.1/24", "dev": "veth0"}),
@@ -270,10 +273,10 @@ fn bad_routes_are_400_and_foreign_prefixes_409() {
     });
 }
 
-#[test]
-fn the_list_is_paged_and_bad_paging_is_400() {
+#[sqlx::test(migrations = "../migrations")]
+async fn the_list_is_paged_and_bad_paging_is_400(db: SqlitePool) {
     in_namespace(|_ns| async move {
-        let st = state().await;
+        let st = state(db).await;
         for i in 0..5 {
             let (status, r) = call(
                 &st,
