@@ -1,6 +1,6 @@
 //! The compiled tables against the reference classifier: hand-written
 //! cases with the expected answer spelled out, then random rulesets.
-use std::{net::IpAddr, time::Instant};
+use std::net::IpAddr;
 
 use dataplane_common::{
     CHAIN_F_CONNTRACK, FIELD_CT_STATE, FIELD_DPORT, FIELD_PROTO, FIELD_SPORT, FIELD_STRIDE,
@@ -947,48 +947,6 @@ fn testgen_is_deterministic() {
     assert_ne!(testgen::ruleset(5, 50), testgen::ruleset(6, 50));
     let rs = testgen::ruleset(5, 50);
     assert_eq!(testgen::packets(&rs, 1, 100), testgen::packets(&rs, 1, 100));
-}
-
-/// Release-mode timing: `cargo test --release -p controlplane --lib
-/// compile_time -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing; run in release"]
-fn compile_time() {
-    let rs = testgen::ruleset(42, 4096);
-    let start = Instant::now();
-    let c = compiled(&rs);
-    let rules_time = start.elapsed();
-
-    let mut rng = testgen::Rng::new(1);
-    let mut big = testgen::ruleset(43, 4000);
-    big.sets.push(AddressSet {
-        name: "blocklist".into(),
-        prefixes: (0..100_000)
-            .map(|_| {
-                let len = 16 + rng.below(17) as u8;
-                IpNet::V4(ipnet::Ipv4Net::new_assert((rng.next_u64() as u32).into(), len).trunc())
-            })
-            .collect(),
-        comment: String::new(),
-    });
-    // Both chains, source side: 200k of the 256k IPv4 entries a
-    // generation holds.
-    for chain in ["forward", "input"] {
-        big.rules.insert(
-            0,
-            rule(json!({"chain": chain, "src": "@blocklist", "action": "drop"})),
-        );
-    }
-    let start = Instant::now();
-    let cb = compiled(&big);
-    let set_time = start.elapsed();
-    eprintln!(
-        "4096 rules: {rules_time:?}, {} bitmaps; 4000 rules + a 100k-prefix set in 2 rules: {set_time:?}, {} bitmaps, {} prefix entries",
-        c.bitmap_count(),
-        cb.bitmap_count(),
-        cb.chains.iter().map(|c| c.prefixes.len()).sum::<usize>()
-    );
-    assert!(rules_time.as_secs_f64() < 5.0 && set_time.as_secs_f64() < 5.0);
 }
 
 #[test]
