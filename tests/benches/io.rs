@@ -74,6 +74,7 @@ fn main() {
         let bind = |_: &str| UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
         section("Loopback (127.0.0.1)", &bind, &bind);
         registered_files(&bind);
+        task_work(&bind);
     }
     if wanted("veth") {
         if is_root() {
@@ -216,16 +217,57 @@ fn section(
 /// io_uring with and without the registered-file table, same run,
 /// interleaved: does IORING_REGISTER_FILES pay on this path?
 fn registered_files(sock: &dyn Fn(&str) -> UdpSocket) {
-    println!("\n### io_uring registered files (loopback, 64 B)\n");
-    println!("| test | registered files | kpps | CPU µs/pkt | with/without: pps | CPU/pkt |");
+    let uring = Variant::of(BackendKind::IoUring);
+    uring_a_b(
+        "io_uring registered files (loopback, 64 B)",
+        "registered files",
+        [
+            ("yes", uring),
+            (
+                "no",
+                Variant {
+                    fixed_files: 0,
+                    ..uring
+                },
+            ),
+        ],
+        sock,
+    );
+}
+
+/// DEFER_TASKRUN + SINGLE_ISSUER (the default) against COOP_TASKRUN, same
+/// run, interleaved: where completion task work runs (only when the loop
+/// waits, or at any transition to user space with a flag to check).
+fn task_work(sock: &dyn Fn(&str) -> UdpSocket) {
+    let uring = Variant::of(BackendKind::IoUring);
+    uring_a_b(
+        "io_uring task work: DEFER_TASKRUN vs COOP_TASKRUN (loopback, 64 B)",
+        "task work",
+        [
+            ("DEFER_TASKRUN", uring),
+            (
+                "COOP_TASKRUN",
+                Variant {
+                    defer_taskrun: false,
+                    ..uring
+                },
+            ),
+        ],
+        sock,
+    );
+}
+
+/// Two io_uring configurations, echo and blast at 64 B, [`ROUNDS`] rounds
+/// alternating which goes first; ratios are first/second per round.
+fn uring_a_b(
+    title: &str,
+    column: &str,
+    variants: [(&str, Variant); 2],
+    sock: &dyn Fn(&str) -> UdpSocket,
+) {
+    println!("\n### {title}\n");
+    println!("| test | {column} | kpps | CPU µs/pkt | first/second: pps | CPU/pkt |");
     println!("|---|---|---:|---:|---:|---:|");
-    let variants = [
-        Variant::of(BackendKind::IoUring),
-        Variant {
-            kind: BackendKind::IoUring,
-            fixed_files: 0,
-        },
-    ];
     for test in [Test::Echo, Test::Blast] {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); 2];
         for round in 0..ROUNDS {
@@ -233,8 +275,8 @@ fn registered_files(sock: &dyn Fn(&str) -> UdpSocket) {
                 let i = if round % 2 == 0 { j } else { 1 - j };
                 let (c, srv) = (sock("client"), sock("server"));
                 runs[i].push(match test {
-                    Test::Echo => echo(variants[i], 64, c, srv),
-                    Test::Blast => blast(variants[i], 64, c, srv),
+                    Test::Echo => echo(variants[i].1, 64, c, srv),
+                    Test::Blast => blast(variants[i].1, 64, c, srv),
                 });
             }
         }
@@ -248,7 +290,7 @@ fn registered_files(sock: &dyn Fn(&str) -> UdpSocket) {
                     .collect(),
             )
         };
-        for (i, label) in ["yes", "no"].iter().enumerate() {
+        for (i, (label, _)) in variants.iter().enumerate() {
             let ratios = if i == 0 {
                 format!("{:.2} | {:.2}", ratio(|r| r.pps), ratio(|r| r.cpu_us))
             } else {
@@ -349,6 +391,8 @@ struct Variant {
     kind: BackendKind,
     /// Size of io_uring's registered-file table (0: none).
     fixed_files: u32,
+    /// IORING_SETUP_DEFER_TASKRUN (else COOP_TASKRUN).
+    defer_taskrun: bool,
 }
 
 impl Variant {
@@ -356,6 +400,7 @@ impl Variant {
         Self {
             kind,
             fixed_files: 4096,
+            defer_taskrun: true,
         }
     }
 }
@@ -364,6 +409,7 @@ fn io(v: Variant) -> Io {
     Io::builder()
         .backend(v.kind)
         .fixed_files(v.fixed_files)
+        .defer_taskrun(v.defer_taskrun)
         .fallback(false)
         .queue_limit(1 << 16)
         .build()
