@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    dir24::{Dir24, Dir24Error, Dir24Store, Dir24Usage, RouteLookup, TBL8_GRACE},
+    dir24::{Dir24, Dir24Error, Dir24Store, Dir24Usage, RouteLookup},
     fib::{Fib, FibError, Iface, MapOp},
     ifinfo::{self, IfInfoError},
 };
@@ -339,6 +339,8 @@ impl CounterMaps {
 struct MmapStore {
     tbl24: MmapArray<Dir24Block>,
     tbl8: MmapArray<Dir24Block>,
+    /// Waits out lookups that may hold a freed group's pointer.
+    barrier: RcuBarrier,
 }
 
 impl Dir24Store for MmapStore {
@@ -357,6 +359,9 @@ impl Dir24Store for MmapStore {
     }
     fn groups(&self) -> u32 {
         self.tbl8.entries
+    }
+    fn quiesce(&mut self) -> std::io::Result<()> {
+        self.barrier.wait()
     }
 }
 
@@ -396,8 +401,9 @@ impl FibMaps {
                 let store = MmapStore {
                     tbl24: MmapArray::new(ebpf, "TBL24")?,
                     tbl8: MmapArray::new(ebpf, "TBL8")?,
+                    barrier: RcuBarrier::new().map_err(DataplaneError::Barrier)?,
                 };
-                Some(Dir24::new(store, TBL8_GRACE))
+                Some(Dir24::new(store))
             }
             RouteLookup::Lpm => None,
         };

@@ -15,18 +15,16 @@
 //! - a new `TBL8` group is filled completely before the `TBL24` entry is
 //!   pointed at it (a `Release` store); a group that is no longer needed
 //!   is unhooked (its `TBL24` entry gets the block's covering value) and
-//!   only reused after [`Dir24::grace`], so a lookup that read the old
-//!   pointer just before still finds the old contents.
+//!   only reused after an RCU grace period ([`Dir24Store::quiesce`]), so a
+//!   lookup that read the old pointer just before still finds the old
+//!   contents. A fixed sleep would not do: a hypervisor can stop a vCPU in
+//!   the middle of a packet for longer than any delay chosen here.
 //!
 //! A /24 block that needs a group when none is free is marked
 //! `DIR24_LPM`: packets to it are answered by the LPM trie (which always
 //! holds every route), and the change returns [`Dir24Error::Tbl8Full`].
 //! The block stays on the trie until its last prefix longer than /24 goes.
-use std::{
-    collections::{HashMap, VecDeque},
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use dataplane_common::{
     DIR24_BLOCK, DIR24_LPM, DIR24_TBL8, ROUTE_LOOKUP_DIR24, ROUTE_LOOKUP_LPM, Route, dir24_decode,
@@ -40,11 +38,6 @@ mod tests;
 
 /// Entries of `TBL24`: one per /24 block.
 pub const TBL24_ENTRIES: usize = 1 << 24;
-
-/// How long a freed `TBL8` group rests before reuse. A lookup holds a
-/// group pointer for well under a microsecond (one XDP run, softirq, no
-/// preemption); the margin covers a stalled virtual CPU.
-pub const TBL8_GRACE: Duration = Duration::from_millis(10);
 
 /// The IPv4 route lookup of the XDP program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -100,6 +93,15 @@ pub enum Dir24Error {
     Tbl8Full { prefix: Ipv4Net, groups: u32 },
     #[error("route {route:?} for {prefix} does not fit a DIR-24-8 entry")]
     Unencodable { prefix: Ipv4Net, route: Route },
+    #[error(
+        "could not wait for an RCU grace period before reusing a tbl8 group for {prefix} \
+         ({reason}): its /24 block is served by the LPM trie"
+    )]
+    Quiesce {
+        prefix: Ipv4Net,
+        /// The wait's error (text: the error type stays comparable).
+        reason: String,
+    },
 }
 
 /// The two tables, as the XDP program reads them. Stores are single
@@ -113,12 +115,17 @@ pub trait Dir24Store {
     fn set_tbl8(&mut self, g: u32, j: usize, entry: u32);
     /// Number of `TBL8` groups.
     fn groups(&self) -> u32;
+    /// Return once every lookup that started before the call has finished
+    /// (for the XDP program: an RCU grace period, `dataplane::RcuBarrier`).
+    fn quiesce(&mut self) -> std::io::Result<()>;
 }
 
 /// Tables in plain memory: tests, and the reference of the mmapped ones.
 pub struct VecStore {
     tbl24: Vec<u32>,
     tbl8: Vec<u32>,
+    /// Calls of [`Dir24Store::quiesce`] so far.
+    pub quiesces: u32,
 }
 
 impl VecStore {
@@ -126,6 +133,7 @@ impl VecStore {
         Self {
             tbl24: vec![0; TBL24_ENTRIES],
             tbl8: vec![0; groups as usize * DIR24_BLOCK],
+            quiesces: 0,
         }
     }
 }
@@ -145,6 +153,11 @@ impl Dir24Store for VecStore {
     }
     fn groups(&self) -> u32 {
         (self.tbl8.len() / DIR24_BLOCK) as u32
+    }
+    fn quiesce(&mut self) -> std::io::Result<()> {
+        // No concurrent readers: every lookup has already finished.
+        self.quiesces += 1;
+        Ok(())
     }
 }
 
@@ -168,36 +181,45 @@ pub struct Dir24Usage {
     pub lpm_blocks: usize,
 }
 
-/// `TBL8` groups: never-used ones first, then freed ones oldest first,
-/// each only after its grace period.
+/// `TBL8` groups: never-used ones first, then freed ones that have been
+/// through a grace period; when only groups freed since the last one are
+/// left, one grace period releases all of them (one wait per batch, not per
+/// group).
 #[derive(Debug)]
 struct GroupPool {
     capacity: u32,
     next_unused: u32,
-    freed: VecDeque<(u32, Instant)>,
-    grace: Duration,
+    /// Freed since the last grace period: a lookup may still hold them.
+    resting: Vec<u32>,
+    /// Freed before a grace period that has ended: free to reuse.
+    rested: Vec<u32>,
 }
 
 impl GroupPool {
-    fn take(&mut self) -> Option<u32> {
+    /// A group no lookup can be reading, waiting for a grace period
+    /// through `quiesce` if that is the only way to get one; `Ok(None)`
+    /// when every group is in use.
+    fn take(
+        &mut self,
+        quiesce: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<Option<u32>> {
         if self.next_unused < self.capacity {
             self.next_unused += 1;
-            return Some(self.next_unused - 1);
+            return Ok(Some(self.next_unused - 1));
         }
-        let (g, at) = self.freed.pop_front()?;
-        let rest = self.grace.saturating_sub(at.elapsed());
-        if !rest.is_zero() {
-            std::thread::sleep(rest);
+        if self.rested.is_empty() && !self.resting.is_empty() {
+            quiesce()?;
+            self.rested.append(&mut self.resting);
         }
-        Some(g)
+        Ok(self.rested.pop())
     }
 
     fn give(&mut self, g: u32) {
-        self.freed.push_back((g, Instant::now()));
+        self.resting.push(g);
     }
 
     fn used(&self) -> u32 {
-        self.next_unused - self.freed.len() as u32
+        self.next_unused - (self.resting.len() + self.rested.len()) as u32
     }
 }
 
@@ -233,7 +255,7 @@ pub struct Dir24<S> {
 
 impl<S: Dir24Store> Dir24<S> {
     /// Empty tables over `store`, which must be all zero.
-    pub fn new(store: S, grace: Duration) -> Self {
+    pub fn new(store: S) -> Self {
         let groups = store.groups();
         Self {
             store,
@@ -245,8 +267,8 @@ impl<S: Dir24Store> Dir24<S> {
             pool: GroupPool {
                 capacity: groups,
                 next_unused: 0,
-                freed: VecDeque::new(),
-                grace,
+                resting: Vec::new(),
+                rested: Vec::new(),
             },
         }
     }
@@ -304,8 +326,9 @@ impl<S: Dir24Store> Dir24<S> {
             }
             return Ok(());
         } else {
-            match self.pool.take() {
-                Some(g) => {
+            let store = &mut self.store;
+            match self.pool.take(|| store.quiesce()) {
+                Ok(Some(g)) => {
                     // The whole group first, then the pointer to it.
                     let d24 = self.depth24[i];
                     for j in 0..DIR24_BLOCK {
@@ -315,13 +338,19 @@ impl<S: Dir24Store> Dir24<S> {
                     self.store.set_tbl24(i, DIR24_TBL8 | g);
                     g
                 }
-                None => {
+                taken => {
                     // The trie already has the route (written first).
                     self.store.set_tbl24(i, DIR24_LPM);
                     self.lpm_blocks.insert(i, 1);
-                    return Err(Dir24Error::Tbl8Full {
-                        prefix,
-                        groups: self.pool.capacity,
+                    return Err(match taken {
+                        Err(e) => Dir24Error::Quiesce {
+                            prefix,
+                            reason: e.to_string(),
+                        },
+                        _ => Dir24Error::Tbl8Full {
+                            prefix,
+                            groups: self.pool.capacity,
+                        },
                     });
                 }
             }

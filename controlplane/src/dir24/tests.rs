@@ -1,4 +1,4 @@
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use dataplane_common::{ROUTE_BLACKHOLE, ROUTE_UNICAST, Route};
 use ipnet::Ipv4Net;
@@ -17,7 +17,7 @@ fn via(nh: u32) -> Route {
 }
 
 fn table(groups: u32) -> Dir24<VecStore> {
-    Dir24::new(VecStore::new(groups), Duration::ZERO)
+    Dir24::new(VecStore::new(groups))
 }
 
 #[track_caller]
@@ -162,13 +162,61 @@ fn running_out_of_groups_is_an_error_and_the_block_goes_to_the_trie() {
 }
 
 #[test]
-fn a_freed_group_rests_before_reuse() {
-    let mut t = Dir24::new(VecStore::new(1), Duration::from_millis(30));
+fn a_freed_group_is_reused_only_after_a_grace_period_one_per_batch() {
+    let mut t = Dir24::new(VecStore::new(2));
+    t.set(net("10.0.0.0/25"), via(1)).unwrap();
+    t.set(net("10.0.1.0/25"), via(2)).unwrap();
+    assert_eq!(t.store().quiesces, 0, "never-used groups need no wait");
+    assert!(t.remove(net("10.0.0.0/25")));
+    assert!(t.remove(net("10.0.1.0/25")));
+    assert_eq!(t.usage().tbl8_groups_used, 0);
+    // Both freed groups are released by one grace period.
+    t.set(net("10.0.2.0/25"), via(3)).unwrap();
+    assert_eq!(t.store().quiesces, 1);
+    t.set(net("10.0.3.0/25"), via(4)).unwrap();
+    assert_eq!(t.store().quiesces, 1, "the second had rested already");
+    assert_eq!(answer(&t, "10.0.2.1"), Answer::Route(via(3)));
+    assert_eq!(answer(&t, "10.0.3.1"), Answer::Route(via(4)));
+    // One freed just now: the next block waits for a new grace period.
+    assert!(t.remove(net("10.0.2.0/25")));
+    t.set(net("10.0.4.0/25"), via(5)).unwrap();
+    assert_eq!(t.store().quiesces, 2);
+    assert_eq!(answer(&t, "10.0.4.1"), Answer::Route(via(5)));
+}
+
+/// A store whose grace-period wait fails: the block goes to the trie,
+/// nothing is reused, and the error says why.
+#[test]
+fn a_failed_grace_period_wait_reuses_nothing() {
+    struct Failing(VecStore);
+    impl Dir24Store for Failing {
+        fn tbl24(&self, i: usize) -> u32 {
+            self.0.tbl24(i)
+        }
+        fn set_tbl24(&mut self, i: usize, e: u32) {
+            self.0.set_tbl24(i, e)
+        }
+        fn tbl8(&self, g: u32, j: usize) -> u32 {
+            self.0.tbl8(g, j)
+        }
+        fn set_tbl8(&mut self, g: u32, j: usize, e: u32) {
+            self.0.set_tbl8(g, j, e)
+        }
+        fn groups(&self) -> u32 {
+            self.0.groups()
+        }
+        fn quiesce(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }
+    }
+    let mut t = Dir24::new(Failing(VecStore::new(1)));
     t.set(net("10.0.0.0/25"), via(1)).unwrap();
     assert!(t.remove(net("10.0.0.0/25")));
-    let start = std::time::Instant::now();
-    t.set(net("10.0.1.0/25"), via(2)).unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(25));
+    let e = t.set(net("10.0.1.0/25"), via(2)).unwrap_err();
+    assert!(matches!(e, Dir24Error::Quiesce { .. }), "{e}");
+    assert!(e.to_string().contains("10.0.1.0/25"), "{e}");
+    assert_eq!(t.lookup("10.0.1.1".parse().unwrap()), Answer::Lpm);
+    assert_eq!(t.usage().lpm_blocks, 1);
 }
 
 #[test]
