@@ -161,7 +161,7 @@ struct Tuple {
     proto: u8,
 }
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "cflow.srcaddr",
     "cflow.dstaddr",
     "cflow.srcport",
@@ -169,6 +169,9 @@ const FIELDS: [&str; 7] = [
     "cflow.protocol",
     "cflow.packets",
     "cflow.octets",
+    // IANA firewallEvent: 2 (flow deleted) at the end, 5 (update) at an
+    // active timeout; every exported flow is one the firewall accepted.
+    "cflow.firewall_event",
 ];
 
 /// Every IPv4 data record tshark finds in `file`, packets and bytes summed
@@ -220,6 +223,11 @@ fn decode(file: &Path) -> (HashMap<Tuple, (u64, u64)>, usize, String) {
                 dport: num(3) as u16,
                 proto: num(4) as u8,
             };
+            assert!(
+                matches!(num(7), 2 | 5),
+                "firewall_event {} in {line:?}",
+                num(7)
+            );
             let e = flows.entry(t).or_default();
             e.0 += num(5);
             e.1 += num(6);

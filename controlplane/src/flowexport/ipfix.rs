@@ -43,6 +43,22 @@ mod ie {
     pub const FLOW_END_REASON: u16 = 136;
     pub const FLOW_START_MILLISECONDS: u16 = 152;
     pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const FIREWALL_EVENT: u16 = 233;
+}
+
+/// firewallEvent values (IANA IPFIX registry, element 233). A record is
+/// made from a connection the firewall accepted: "deleted" when it ends,
+/// "update" at an active timeout while it goes on. Denied packets make no
+/// connection entry; they are in the event log (`firewall_drop`).
+pub const FLOW_DELETED: u8 = 2;
+pub const FLOW_UPDATE: u8 = 5;
+
+/// The firewall event of a record that ends for `reason`.
+pub fn firewall_event(reason: EndReason) -> u8 {
+    match reason {
+        EndReason::ActiveTimeout => FLOW_UPDATE,
+        _ => FLOW_DELETED,
+    }
 }
 
 /// flowEndReason values (IANA registry, RFC 5102 §5.11.3).
@@ -84,7 +100,7 @@ pub struct FlowRecord {
 /// record order. The last one is xdpgate's enterprise element
 /// ([`IE_RULE_ID`]): its id collides with IANA's octetDeltaCount (1), so it
 /// is told apart by position, not by id.
-const COMMON_FIELDS: [(u16, u16); 13] = [
+const COMMON_FIELDS: [(u16, u16); 14] = [
     (ie::SOURCE_TRANSPORT_PORT, 2),
     (ie::DESTINATION_TRANSPORT_PORT, 2),
     (ie::PROTOCOL_IDENTIFIER, 1),
@@ -96,6 +112,7 @@ const COMMON_FIELDS: [(u16, u16); 13] = [
     (ie::FLOW_END_MILLISECONDS, 8),
     (ie::TCP_CONTROL_BITS, 2),
     (ie::FLOW_END_REASON, 1),
+    (ie::FIREWALL_EVENT, 1),
     (ie::FORWARDING_STATUS, 4),
     (IE_RULE_ID, 4),
 ];
@@ -184,6 +201,7 @@ fn put_record(b: &mut Vec<u8>, r: &FlowRecord) {
     put64(b, r.end_ms);
     put16(b, r.tcp_flags);
     b.push(r.end_reason as u8);
+    b.push(firewall_event(r.end_reason));
     put32(b, r.forwarding_status);
     put32(b, r.rule);
 }
@@ -331,12 +349,21 @@ mod tests {
         let t = template_set();
         assert_eq!(u16at(&t, 0), 2);
         assert_eq!(u16at(&t, 2) as usize, t.len());
-        // First template: id 256, 15 fields, sourceIPv4Address/4 first.
+        // First template: id 256, 16 fields, sourceIPv4Address/4 first.
         assert_eq!(u16at(&t, 4), 256);
-        assert_eq!(u16at(&t, 6), 15);
+        assert_eq!(u16at(&t, 6), 16);
         assert_eq!((u16at(&t, 8), u16at(&t, 10)), (8, 4));
         // Its last field is enterprise element 1 of PEN 32473.
-        let v4_len = 4 + 15 * 4 + 4;
+        // firewallEvent/1 (233) and forwardingStatus/4 before it.
+        let v4_len = 4 + 16 * 4 + 4;
+        assert_eq!(
+            (u16at(&t, 4 + v4_len - 16), u16at(&t, 4 + v4_len - 14)),
+            (233, 1)
+        );
+        assert_eq!(
+            (u16at(&t, 4 + v4_len - 12), u16at(&t, 4 + v4_len - 10)),
+            (89, 4)
+        );
         assert_eq!(u16at(&t, 4 + v4_len - 8), 0x8001);
         assert_eq!(u16at(&t, 4 + v4_len - 6), 4);
         assert_eq!(u32at(&t, 4 + v4_len - 4), 32473);
@@ -363,7 +390,12 @@ mod tests {
         assert_eq!((u32at(r, 13), u32at(r, 17)), (2, 3));
         assert_eq!(u64::from_be_bytes(r[21..29].try_into().expect("8")), 10);
         assert_eq!(u64::from_be_bytes(r[29..37].try_into().expect("8")), 1500);
+        // tcpControlBits, flowEndReason, firewallEvent, forwardingStatus, rule.
+        assert_eq!(u16at(r, 53), 0x1b);
+        assert_eq!((r[55], r[56]), (EndReason::EndOfFlow as u8, FLOW_DELETED));
+        assert_eq!((u32at(r, 57), u32at(r, 61)), (FORWARDED, 7));
         assert_eq!(r.len(), record_len(false));
+        assert_eq!(r.len(), 65);
         assert_eq!(e.sequence(), 1);
     }
 
