@@ -321,3 +321,97 @@ async fn links_and_neighbours_are_listed_filtered_and_paged(db: SqlitePool) {
         assert_eq!(body["error"]["code"], "bad_request", "{bad}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn broken_json_bodies_get_the_one_error_shape_and_change_nothing(db: SqlitePool) {
+    use crate::http::testutil::call_raw;
+    let st = state(db).await;
+    let json = Some("application/json");
+    for (method, path, content_type, body, want) in [
+        (
+            "PUT",
+            "/api/v1/firewall/candidate",
+            json,
+            r#"{"rules": ["#,
+            400,
+        ),
+        ("PUT", "/api/v1/firewall/candidate", json, "", 400),
+        (
+            "POST",
+            "/api/v1/firewall/rules",
+            json,
+            "{chain: forward}",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/routes/static",
+            json,
+            "not json at all",
+            400,
+        ),
+        ("PUT", "/api/v1/firewall/sets/blocklist", json, "[1, 2", 400),
+        (
+            "PUT",
+            "/api/v1/export",
+            json,
+            "{\"collectors\": [\"198.18.9.2:4739\"]} trailing",
+            400,
+        ),
+        ("POST", "/api/v1/firewall/apply", json, "\u{feff}{}", 400),
+        // No or another content type: a 400 that says which one it wants.
+        ("PUT", "/api/v1/firewall/candidate", None, "{}", 400),
+        (
+            "PUT",
+            "/api/v1/firewall/candidate",
+            Some("text/plain"),
+            "{}",
+            400,
+        ),
+    ] {
+        let (status, body) = call_raw(&st, method, path, content_type, body).await;
+        assert_eq!(status, want, "{method} {path} {body}");
+        let code = body["error"]["code"].as_str().expect("error.code");
+        assert!(!code.is_empty(), "{method} {path}: {body}");
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .expect("error.message")
+                .is_empty()
+        );
+    }
+    // Nothing was stored by any of them.
+    let (_, c) = call(&st, "GET", "/api/v1/firewall/candidate", None).await;
+    assert_eq!(c["rules"], serde_json::json!([]));
+    let (_, s) = call(&st, "GET", "/api/v1/routes/static", None).await;
+    assert_eq!(s["items"], serde_json::json!([]));
+    let (_, e) = call(&st, "GET", "/api/v1/export", None).await;
+    assert_eq!(e["enabled"], false);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_internal_error_is_a_500_with_an_id_and_nothing_else(db: SqlitePool) {
+    let st = state(db).await;
+    // The database going away under the daemon.
+    st.db.close().await;
+    let (status, body) = call(&st, "GET", "/api/v1/firewall/commits", None).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal");
+    let message = body["error"]["message"].as_str().expect("message");
+    let id = message
+        .strip_prefix("internal error (id ")
+        .and_then(|m| m.strip_suffix("); see the daemon's log"))
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(id.parse::<u64>().is_ok(), "{message}");
+    assert_eq!(body["error"]["details"], serde_json::Value::Null);
+    // Liveness fails the same way (a probe sees a non-2xx); readiness says
+    // why, in words.
+    let (status, _) = call(&st, "GET", "/healthz", None).await;
+    assert_eq!(status, 500);
+    let (status, body) = call(&st, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string().contains("the database does not answer"),
+        "{body}"
+    );
+}

@@ -55,3 +55,25 @@ pub async fn call(st: &AppState, method: &str, path: &str, body: Option<Value>) 
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, serde_json::from_slice(&bytes).expect("JSON body"))
 }
+
+/// `method path` with `body` sent as is (it need not be JSON) under
+/// `content_type`: (status, JSON body).
+pub async fn call_raw(
+    st: &AppState,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    let resp = app(st.clone())
+        .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON body"))
+}
