@@ -9,7 +9,10 @@
 //! own neighbour MAC), punts and drops from the reason counters. Then a
 //! share of the routes, all the short ones included, is deleted from both
 //! and the comparison runs again, now with plenty of destinations no prefix
-//! covers.
+//! covers. Two churn batches follow (a tenth deleted, 500 routes added or
+//! replaced with `ip route replace`, per family), each compared again: the
+//! IPv4 answers come from DIR-24-8, the default lookup, so its updates are
+//! checked against the kernel after every batch.
 //!
 //! Every address stays in 198.18.0.0/15 and 2001:db8::/32. Destinations
 //! inside the router's connected subnets are never drawn (the kernel would
@@ -47,6 +50,9 @@ const DEFAULT_SEED: u64 = 0x7864_7067_6174_6501;
 const ROUTES: usize = 3000;
 /// Destinations per family and phase.
 const DESTINATIONS: usize = 10_000;
+/// New or replaced routes per family in each churn batch (besides
+/// deleting a tenth of the table).
+const CHURN: usize = 500;
 
 /// One address family's space and fixtures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,10 +275,20 @@ struct Table {
 
 impl Table {
     fn generate(rng: &mut Rng, family: Family, gws: &[Gateway]) -> Table {
-        let block = family.block();
-        let connected = family.connected();
         let mut routes = BTreeMap::new();
         while routes.len() < ROUTES {
+            let (net, kind) = Table::random_route(rng, family, gws);
+            routes.insert(net, kind);
+        }
+        Table { family, routes }
+    }
+
+    /// A random route of the family's block, never inside a connected
+    /// subnet: mostly via one gateway, some ECMP, some of each reject type.
+    fn random_route(rng: &mut Rng, family: Family, gws: &[Gateway]) -> (Net, Kind) {
+        let block = family.block();
+        let connected = family.connected();
+        loop {
             let len = rng.range(u64::from(block.len), u64::from(family.width())) as u8;
             let host = rng.wide() & !block.mask() & family.full();
             let net = Net::new(family, block.addr | host, len);
@@ -297,9 +313,8 @@ impl Table {
                 90..=94 => Kind::Unreachable,
                 _ => Kind::Prohibit,
             };
-            routes.insert(net, kind);
+            return (net, kind);
         }
-        Table { family, routes }
     }
 
     /// The route a plain longest-prefix match selects.
@@ -697,7 +712,59 @@ fn xdp_picks_the_next_hop_the_kernel_picks() {
                 last,
             };
             let mut results = Vec::new();
-            for phase in ["all routes", "after deletions"] {
+            for phase in [
+                "all routes",
+                "after deletions",
+                "after churn 1",
+                "after churn 2",
+            ] {
+                if phase.starts_with("after churn") {
+                    // A batch of changes as a routing daemon makes them:
+                    // new routes (some covering or covered by old ones),
+                    // replaced targets, and deletions, on both sides.
+                    for (t, g) in tables.iter_mut().zip(&gws) {
+                        let mut lines = Vec::new();
+                        let mut changes: Vec<(Net, Option<Kind>)> = Vec::new();
+                        let doomed: Vec<Net> = t
+                            .routes
+                            .keys()
+                            .filter(|_| rng.percent(10))
+                            .copied()
+                            .collect();
+                        for n in doomed {
+                            lines.push(kernel_route(n, &t.routes[&n], g, "del"));
+                            t.routes.remove(&n);
+                            changes.push((n, None));
+                        }
+                        for _ in 0..CHURN {
+                            let (n, k) = Table::random_route(&mut rng, t.family, g);
+                            if changes.iter().any(|(c, _)| *c == n) {
+                                continue; // one change per prefix and batch
+                            }
+                            lines.push(kernel_route(n, &k, g, "replace"));
+                            t.routes.insert(n, k.clone());
+                            changes.push((n, Some(k)));
+                        }
+                        let (_, stderr, ok) = ip_batch(ns, false, false, &lines);
+                        assert!(ok, "ip -batch churn: {stderr}");
+                        for (n, k) in &changes {
+                            let p = prefix(&n.to_string());
+                            match k {
+                                Some(k) => {
+                                    let target = fib_target(xdp.r, k, g);
+                                    xdp.r
+                                        .try_route(p, target.clone())
+                                        .unwrap_or_else(|e| panic!("Fib route {n} {target}: {e}"));
+                                }
+                                None => xdp
+                                    .r
+                                    .dp
+                                    .update(|fib| fib.del_route(p))
+                                    .unwrap_or_else(|e| panic!("Fib delete {n}: {e}")),
+                            }
+                        }
+                    }
+                }
                 if phase == "after deletions" {
                     // Every short route and a quarter of the rest go, from
                     // both sides: holes appear, and deletion is compared too.
