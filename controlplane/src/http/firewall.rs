@@ -324,15 +324,16 @@ pub struct CommitsQuery {
     /// Commits per page (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Only commits older than this id: the previous page's `next_before`.
-    pub before: Option<i64>,
+    /// The previous page's `next_cursor`: the commits older than it.
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CommitsPage {
     pub items: Vec<CommitInfo>,
-    /// Pass as `before` for the next page; None on the last.
-    pub next_before: Option<i64>,
+    /// Pass as `cursor` for the next page; None on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// History, newest first.
@@ -344,7 +345,7 @@ pub struct CommitsPage {
     params(CommitsQuery),
     responses(
         (status = 200, description = "A page of commits, newest first", body = CommitsPage),
-        (status = 400, description = "A bad limit, before or query field", body = ErrorBody),
+        (status = 400, description = "A bad limit, cursor or query field", body = ErrorBody),
     ),
 )]
 async fn commits(
@@ -357,12 +358,24 @@ async fn commits(
             "limit must be 1..={MAX_COMMITS_LIMIT}, not {limit}"
         )));
     }
+    // The cursor is the id of the last commit of the previous page.
+    let before =
+        q.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                    Error::BadRequest(format!("cursor {c:?} is not one this API gave"))
+                })
+            })
+            .transpose()?;
     // One more than asked tells whether there is a next page.
-    let mut items = store::commits(&state.db, limit + 1, q.before).await?;
+    let mut items = store::commits(&state.db, limit + 1, before).await?;
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_before = more.then(|| items.last().map(|c| c.id)).flatten();
-    Ok(Json(CommitsPage { items, next_before }))
+    let next_cursor = more
+        .then(|| items.last().map(|c| c.id.to_string()))
+        .flatten();
+    Ok(Json(CommitsPage { items, next_cursor }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -107,16 +107,33 @@ async fn candidate_then_commit_and_history(db: sqlx::SqlitePool) {
     let (_, page) = call(&st, "GET", "/api/v1/firewall/commits?limit=1", None).await;
     assert_eq!(page["items"][0]["id"], c2["commit"]);
     assert_eq!(page["items"][0]["author"], "api");
-    let next = page["next_before"].as_i64().expect("a next page");
+    let next = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
     let (_, page) = call(
         &st,
         "GET",
-        &format!("/api/v1/firewall/commits?limit=1&before={next}"),
+        &format!("/api/v1/firewall/commits?limit=1&cursor={next}"),
         None,
     )
     .await;
     assert_eq!(page["items"][0]["author"], "alice");
-    assert_eq!(page["next_before"], Value::Null);
+    assert_eq!(page["next_cursor"], Value::Null);
+    for bad in ["x", "-1", "0", "99999999999999999999"] {
+        let (status, v) = call(
+            &st,
+            "GET",
+            &format!("/api/v1/firewall/commits?cursor={bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (400, &json!("bad_request")),
+            "{bad}: {v}"
+        );
+    }
 
     let (status, one) = call(
         &st,
