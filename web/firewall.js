@@ -69,6 +69,8 @@ export function firewall(root, ctx) {
   const pending = h("div", { id: "fw-pending" });
   const histErr = messageBox("fw-history-error");
   const history = h("div", {});
+  const historyPager = h("div", { class: "row" });
+  const historyCursors = [null]; // the cursor of each history page shown
   const setsErr = messageBox("fw-sets-error");
   const sets = h("div", {});
   const setForm = h(
@@ -82,7 +84,7 @@ export function firewall(root, ctx) {
     h("section", { class: "card" }, h("h2", {}, "Active ruleset"), activeErr, active),
     h("section", { class: "card" }, h("h2", {}, "Candidate (not running until committed)"), candErr, cand, h("h2", {}, "Add a rule"), ruleForm, policyForm),
     h("section", { class: "card" }, h("h2", {}, "Diff: what a commit would change"), diff, commitForm, commitErr, pending),
-    h("section", { class: "card" }, h("h2", {}, "History"), histErr, history),
+    h("section", { class: "card" }, h("h2", {}, "History"), histErr, history, historyPager),
     h("section", { class: "card" }, h("h2", {}, "Address sets (candidate)"), setsErr, sets, setForm),
   );
 
@@ -162,8 +164,15 @@ export function firewall(root, ctx) {
   }
 
   async function loadHistory() {
-    const r = await attempt(histErr, () => api("GET", "/api/v1/firewall/commits?limit=20"));
+    const cursor = historyCursors[historyCursors.length - 1];
+    const path = "/api/v1/firewall/commits?limit=20" + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+    const r = await attempt(histErr, () => api("GET", path));
     if (!r) return;
+    historyPager.replaceChildren(
+      h("button", { class: "secondary", id: "fw-history-newer", disabled: historyCursors.length < 2, onclick: () => { historyCursors.pop(); loadHistory(); } }, "Newer"),
+      h("button", { class: "secondary", id: "fw-history-older", disabled: !r.next_cursor, onclick: () => { historyCursors.push(r.next_cursor); loadHistory(); } }, "Older"),
+      h("span", { class: "muted" }, `page ${historyCursors.length}`),
+    );
     history.replaceChildren(
       r.items.length
         ? table(

@@ -406,6 +406,40 @@ fn the_ui_shows_and_changes_the_box() {
     assert!(b.js("return !document.getElementById('fw-countdown')") == true);
     b.screenshot("firewall-rolled-back");
 
+    // History pages: 21 more commits make a second page of 20; Older
+    // shows it, Newer comes back.
+    for i in 0..21 {
+        client::post_json(
+            daemon.api,
+            "/api/v1/firewall/commit",
+            &json!({"comment": format!("history filler {i}")}),
+        )
+        .expect("commit");
+    }
+    // Away and back: the page loads its history when it opens.
+    b.go(&format!("{base}#/dashboard"));
+    b.go(&format!("{base}#/firewall"));
+    b.wait(
+        Duration::from_secs(5),
+        "an Older button that works",
+        "document.querySelector('#fw-history-older:not([disabled])')",
+    );
+    b.js("document.getElementById('fw-history-older').click(); return true;");
+    b.wait(
+        Duration::from_secs(5),
+        "the second history page, with the rollback on it",
+        "document.querySelectorAll('#fw-history tr[data-commit]').length > 0 && \
+         !document.querySelector('#fw-history-newer[disabled]') && \
+         [...document.querySelectorAll('#fw-history tr[data-commit] .author')].some(td => td.textContent === 'rollback')",
+    );
+    b.js("document.getElementById('fw-history-newer').click(); return true;");
+    b.wait(
+        Duration::from_secs(5),
+        "the first history page again",
+        "document.querySelector('#fw-history-newer[disabled]') && \
+         [...document.querySelectorAll('#fw-history tr[data-commit] .comment')].some(td => td.textContent === 'history filler 20')",
+    );
+
     // Routes: a static route shows in the table and (through the kernel
     // sync) in the FIB; a bad prefix shows the API's words.
     b.go(&format!("{base}#/routes"));
