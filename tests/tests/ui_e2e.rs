@@ -432,6 +432,8 @@ fn the_ui_shows_and_changes_the_box() {
          !document.querySelector('#fw-history-newer[disabled]') && \
          [...document.querySelectorAll('#fw-history tr[data-commit] .author')].some(td => td.textContent === 'rollback')",
     );
+    b.js("document.getElementById('fw-history').scrollIntoView(); return true;");
+    b.screenshot("firewall-history-page-2");
     b.js("document.getElementById('fw-history-newer').click(); return true;");
     b.wait(
         Duration::from_secs(5),
