@@ -524,6 +524,81 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
 mod tests {
     use super::*;
 
+    /// Template sets (set id 2) in `msg`, an IPFIX message.
+    fn template_sets(msg: &[u8]) -> usize {
+        let mut i = 16;
+        let mut n = 0;
+        while i + 4 <= msg.len() {
+            let id = u16::from_be_bytes([msg[i], msg[i + 1]]);
+            let len = u16::from_be_bytes([msg[i + 2], msg[i + 3]]) as usize;
+            n += usize::from(id == 2);
+            i += len.max(4);
+        }
+        n
+    }
+
+    /// Every collector gets the templates at once and again after
+    /// `template_refresh` (RFC 7011 §8.4), each in its own transport
+    /// session (its own sequence numbers), through the real outbox. Loads
+    /// the XDP object (needs root) for the connection table it scans.
+    #[test]
+    fn every_collector_gets_templates_and_again_at_the_refresh() {
+        use std::net::UdpSocket;
+        let dp = Arc::new(Mutex::new(Dataplane::load().expect("load (needs root)")));
+        let sockets: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind a collector"))
+            .collect();
+        for s in &sockets {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+        }
+        let settings = ExportSettings {
+            collectors: sockets
+                .iter()
+                .map(|s| s.local_addr().expect("addr"))
+                .collect(),
+            template_refresh: 1,
+            scan_interval_ms: 100,
+            observation_domain: 77,
+            ..ExportSettings::default()
+        };
+        let outbox = Arc::new(Outbox::start(64, 64).expect("outbox"));
+        let exporter = Exporter::start(&dp, settings, outbox).expect("exporter");
+        // One reader per collector, so each arrival is timed when it lands.
+        let readers: Vec<_> = sockets
+            .into_iter()
+            .map(|s| {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    let mut arrivals = Vec::new();
+                    while arrivals.len() < 2 {
+                        let (n, _) = s.recv_from(&mut buf).expect("a message within 5 s");
+                        arrivals.push((Instant::now(), buf[..n].to_vec()));
+                    }
+                    arrivals
+                })
+            })
+            .collect();
+        for reader in readers {
+            let arrivals = reader.join().expect("reader");
+            for (_, msg) in &arrivals {
+                assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), ipfix::VERSION);
+                assert_eq!(u32::from_be_bytes(msg[12..16].try_into().unwrap()), 77);
+                // No flows: template-only messages, sequence number 0.
+                assert_eq!(u32::from_be_bytes(msg[8..12].try_into().unwrap()), 0);
+                assert_eq!(template_sets(msg), 1, "{msg:?}");
+            }
+            let gap = arrivals[1].0 - arrivals[0].0;
+            // Not early (the second arrival within the read timeout
+            // shows it is not late either).
+            assert!(
+                gap >= Duration::from_millis(800),
+                "templates again after {gap:?}, refresh 1 s"
+            );
+        }
+        drop(exporter);
+    }
+
     #[test]
     fn settings_validation_names_the_field() {
         assert_eq!(ExportSettings::default().validate(), Ok(()));
