@@ -1143,3 +1143,408 @@ fn empty_ruleset_is_skipped() {
         );
     });
 }
+
+// --- Connection tracking beyond new/established ------------------------------
+
+/// The state of the tracked connection whose original source port is
+/// `sport` (for ICMP echo, the identifier), as `xdpgate conntrack` names it.
+fn ct_state(r: &Router, family: u8, proto: &str, sport: u16) -> Option<&'static str> {
+    let page = xdpgate::conntrack::list(
+        r.dp.firewall(),
+        &xdpgate::conntrack::Filter::default(),
+        10_000,
+        None,
+    )
+    .expect("list conntrack");
+    page.items
+        .into_iter()
+        .find(|c| c.family == family && c.proto == proto && c.sport == sport)
+        .map(|c| c.state)
+}
+
+/// The raw entry (key and value) of that connection, for the last-seen test.
+fn ct_entry(
+    r: &Router,
+    proto: u8,
+    port: u16,
+) -> (dataplane_common::CtKey, dataplane_common::CtEntry) {
+    r.dp.firewall()
+        .conntrack()
+        .iter()
+        .map(|kv| kv.expect("read conntrack"))
+        .find(|(k, _)| k.proto == proto && (k.port_lo == port || k.port_hi == port))
+        .unwrap_or_else(|| panic!("no entry for proto {proto} port {port}"))
+}
+
+/// What an ICMP error quotes (RFC 792, RFC 4443 2.4(c)): the offending
+/// packet's IP header and at least the first 8 bytes of its L4 header.
+fn quote(frame: &[u8], ip_header: usize) -> Vec<u8> {
+    let l3 = Layout::parse(frame).expect("a frame to quote").l3_offset;
+    frame[l3..l3 + ip_header + 8].to_vec()
+}
+
+fn icmp_error(l2: Frame, src: IpAddr, dst: IpAddr, quoted: &[u8]) -> Vec<u8> {
+    match (src, dst) {
+        // Destination unreachable, port unreachable (RFC 792).
+        (IpAddr::V4(s), IpAddr::V4(d)) => l2.ipv4(s, d).icmp(3, 3).payload(quoted).build(),
+        // Destination unreachable, port unreachable (RFC 4443 3.1).
+        (IpAddr::V6(s), IpAddr::V6(d)) => l2.ipv6(s, d).icmpv6(1, 4).payload(quoted).build(),
+        (s, d) => panic!("mixed families {s} -> {d}"),
+    }
+}
+
+fn echo_reply(l2: Frame, src: IpAddr, dst: IpAddr, id: u16, seq: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => l2.ipv4(s, t).icmp(0, 0).icmp_rest([a, b, c, d]),
+        (IpAddr::V6(s), IpAddr::V6(t)) => l2.ipv6(s, t).icmpv6(129, 0).icmp_rest([a, b, c, d]),
+        (s, t) => panic!("mixed families {s} -> {t}"),
+    }
+    .payload(&payload(16))
+    .build()
+}
+
+/// Each step is a case, then the state its connection must be left in
+/// (`None`: the packet made no connection).
+struct Step {
+    case: Case,
+    conn: Option<(&'static str, u16, &'static str)>,
+}
+
+fn step(case: Case, conn: Option<(&'static str, u16, &'static str)>) -> Step {
+    Step { case, conn }
+}
+
+/// The TCP teardown (FIN both ways, RST), a SYN that reopens a closed
+/// connection, replies that nf_conntrack calls invalid, ICMP errors that
+/// quote a tracked connection (related) or an unknown one (invalid), UDP
+/// and ICMP echo replies, over IPv4 and IPv6. After every packet, both the
+/// rule that matched and the state left in CONNTRACK are checked
+/// (nf_conntrack_proto_tcp.c's table, without its window checks).
+#[test]
+fn conntrack_teardown_related_invalid_udp_and_echo() {
+    let rs = ruleset(serde_json::json!({
+        "policy": {"forward": "accept", "input": "accept"},
+        "rules": [
+            {"chain": "forward", "state": ["established"], "action": "accept"},
+            {"chain": "forward", "state": ["related"], "action": "accept"},
+            {"chain": "forward", "state": ["invalid"], "action": "drop"},
+            {"chain": "forward", "in": "eth1", "state": ["new"], "action": "accept"},
+            {"chain": "forward", "action": "drop"},
+        ]
+    }));
+    with_base(|r| {
+        let generation = install(r, &rs);
+        let rules = rs.rules.len() as u32;
+        let mut failures = Vec::new();
+        let mut steps = 0;
+        for (fam, h1, h2, ip_header) in [
+            (4u8, IpAddr::V4(H1), IpAddr::V4(H2), 20),
+            (6u8, IpAddr::V6(H1_6), IpAddr::V6(H2_6), 40),
+        ] {
+            let icmp = if fam == 4 { "icmp" } else { "icmpv6" };
+            let syn = tcp_seg(in1(r), h1, h2, 41000, 80, tcp::SYN);
+            let fwd = |desc: &str, port, input, rule| {
+                case(
+                    format!("IPv{fam} {desc}"),
+                    port,
+                    input,
+                    R::Forwarded,
+                    (FWD, Some(rule)),
+                )
+            };
+            let filtered = |desc: &str, port, input, rule| {
+                case(
+                    format!("IPv{fam} {desc}"),
+                    port,
+                    input,
+                    R::Filtered,
+                    (FWD, Some(rule)),
+                )
+            };
+            let plan = vec![
+                step(
+                    fwd("SYN: new", "eth1", syn.clone(), 3),
+                    Some(("tcp", 41000, "SYN_SENT")),
+                ),
+                step(
+                    filtered(
+                        "a bare ACK answering a SYN: invalid",
+                        "eth2",
+                        tcp_seg(in2(r), h2, h1, 80, 41000, tcp::ACK),
+                        2,
+                    ),
+                    Some(("tcp", 41000, "SYN_SENT")),
+                ),
+                step(
+                    fwd(
+                        "an ICMP error quoting the SYN: related",
+                        "eth2",
+                        icmp_error(in2(r), h2, h1, &quote(&syn, ip_header)),
+                        1,
+                    ),
+                    Some(("tcp", 41000, "SYN_SENT")),
+                ),
+                step(
+                    filtered(
+                        "an ICMP error quoting an unknown flow: invalid",
+                        "eth2",
+                        icmp_error(
+                            in2(r),
+                            h2,
+                            h1,
+                            &quote(&tcp_seg(in1(r), h1, h2, 41999, 80, tcp::SYN), ip_header),
+                        ),
+                        2,
+                    ),
+                    None,
+                ),
+                step(
+                    fwd(
+                        "SYN-ACK",
+                        "eth2",
+                        tcp_seg(in2(r), h2, h1, 80, 41000, tcp::SYN | tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "SYN_RECV")),
+                ),
+                step(
+                    fwd(
+                        "ACK",
+                        "eth1",
+                        tcp_seg(in1(r), h1, h2, 41000, 80, tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "ESTABLISHED")),
+                ),
+                step(
+                    fwd(
+                        "FIN from h1",
+                        "eth1",
+                        tcp_seg(in1(r), h1, h2, 41000, 80, tcp::FIN | tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "FIN_WAIT")),
+                ),
+                step(
+                    fwd(
+                        "ACK of it from h2: half closed",
+                        "eth2",
+                        tcp_seg(in2(r), h2, h1, 80, 41000, tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "CLOSE_WAIT")),
+                ),
+                step(
+                    fwd(
+                        "FIN from h2",
+                        "eth2",
+                        tcp_seg(in2(r), h2, h1, 80, 41000, tcp::FIN | tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "LAST_ACK")),
+                ),
+                step(
+                    fwd(
+                        "the last ACK",
+                        "eth1",
+                        tcp_seg(in1(r), h1, h2, 41000, 80, tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "TIME_WAIT")),
+                ),
+                step(
+                    fwd(
+                        "a SYN on the closed connection opens it again: new",
+                        "eth1",
+                        syn.clone(),
+                        3,
+                    ),
+                    Some(("tcp", 41000, "SYN_SENT")),
+                ),
+                step(
+                    fwd(
+                        "RST from h2",
+                        "eth2",
+                        tcp_seg(in2(r), h2, h1, 80, 41000, tcp::RST | tcp::ACK),
+                        0,
+                    ),
+                    Some(("tcp", 41000, "CLOSE")),
+                ),
+                step(
+                    filtered(
+                        "a RST with no connection: invalid",
+                        "eth1",
+                        tcp_seg(in1(r), h1, h2, 41001, 80, tcp::RST),
+                        2,
+                    ),
+                    None,
+                ),
+                step(
+                    fwd("UDP: new", "eth1", udp(in1(r), h1, h2, 41002, 53), 3),
+                    Some(("udp", 41002, "UNREPLIED")),
+                ),
+                step(
+                    fwd(
+                        "UDP reply: established",
+                        "eth2",
+                        udp(in2(r), h2, h1, 53, 41002),
+                        0,
+                    ),
+                    Some(("udp", 41002, "REPLIED")),
+                ),
+                step(
+                    filtered(
+                        "UDP from h2 to another port: new from outside",
+                        "eth2",
+                        udp(in2(r), h2, h1, 53, 41003),
+                        4,
+                    ),
+                    None,
+                ),
+                step(
+                    fwd(
+                        "echo request: new",
+                        "eth1",
+                        ip(in1(r), h1, h2)
+                            .icmp_echo(0x4242, 1)
+                            .payload(&payload(16))
+                            .build(),
+                        3,
+                    ),
+                    Some((icmp, 0x4242, "ECHO")),
+                ),
+                step(
+                    fwd(
+                        "echo reply: established",
+                        "eth2",
+                        echo_reply(in2(r), h2, h1, 0x4242, 1),
+                        0,
+                    ),
+                    Some((icmp, 0x4242, "ECHO")),
+                ),
+                step(
+                    filtered(
+                        "an echo reply nobody asked for: invalid",
+                        "eth2",
+                        echo_reply(in2(r), h2, h1, 0x4343, 1),
+                        2,
+                    ),
+                    None,
+                ),
+            ];
+            for s in &plan {
+                steps += 1;
+                verify_checksums(&s.case.input)
+                    .unwrap_or_else(|e| panic!("{}: bad fixture: {e}", s.case.desc));
+                if let Some(p) = check(r, generation, rules, &s.case) {
+                    failures.push(p);
+                }
+                match s.conn {
+                    Some((proto, sport, want)) => {
+                        let got = ct_state(r, fam, proto, sport);
+                        if got != Some(want) {
+                            failures.push(format!(
+                                "{}: connection {proto} :{sport} is {got:?}, want {want}",
+                                s.case.desc
+                            ));
+                        }
+                    }
+                    None => {
+                        let page = xdpgate::conntrack::list(
+                            r.dp.firewall(),
+                            &xdpgate::conntrack::Filter::default(),
+                            10_000,
+                            None,
+                        )
+                        .expect("list");
+                        let made = page.items.iter().any(|c| {
+                            c.family == fam && [41001, 41003, 41999, 0x4343].contains(&c.sport)
+                        });
+                        if made {
+                            failures.push(format!("{}: made a connection", s.case.desc));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {steps} steps failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        println!("{steps} steps passed");
+    });
+}
+
+/// A packet refreshes its connection's last-seen time only when the stored
+/// one is at least a second old: no map write per packet (conntrack.rs
+/// `confirm`).
+#[test]
+fn conntrack_last_seen_is_written_at_most_once_a_second() {
+    let rs = ruleset(serde_json::json!({
+        "policy": {"forward": "accept", "input": "accept"},
+        "rules": [
+            {"chain": "forward", "state": ["established", "new"], "action": "accept"},
+        ]
+    }));
+    with_base(|r| {
+        let generation = install(r, &rs);
+        let rules = rs.rules.len() as u32;
+        let out = udp(in1(r), H1, H2, 42000, 53);
+        let back = udp(in2(r), H2, H1, 53, 42000);
+        let fwd = |desc: &str, port, input: &Vec<u8>| {
+            case(desc, port, input.clone(), R::Forwarded, (FWD, Some(0)))
+        };
+        let c = fwd("first datagram", "eth1", &out);
+        assert_eq!(check(r, generation, rules, &c), None);
+        let c = fwd("reply", "eth2", &back);
+        assert_eq!(check(r, generation, rules, &c), None);
+        let set_last_seen = |r: &mut Router, ago_ns: u64| -> u64 {
+            let (k, mut e) = ct_entry(r, 17, 42000);
+            e.last_seen_ns = xdpgate::conntrack::now_ns() - ago_ns;
+            r.dp.firewall_mut()
+                .conntrack_mut()
+                .insert(k, e, 0)
+                .expect("write last seen");
+            e.last_seen_ns
+        };
+        // 300 ms ago: packets within the second leave it alone.
+        let stored = set_last_seen(r, 300_000_000);
+        for i in 0..20 {
+            let (port, frame) = if i % 2 == 0 {
+                ("eth1", &out)
+            } else {
+                ("eth2", &back)
+            };
+            assert_eq!(
+                check(r, generation, rules, &fwd("within the second", port, frame)),
+                None
+            );
+        }
+        let (_, e) = ct_entry(r, 17, 42000);
+        assert_eq!(
+            e.last_seen_ns, stored,
+            "20 packets within a second of the last write rewrote last-seen"
+        );
+        assert_eq!(e.state, dataplane_common::CT_UDP_REPLIED);
+        // 1.5 s ago: the next packet refreshes it, to the program's clock.
+        let stored = set_last_seen(r, 1_500_000_000);
+        let before = xdpgate::conntrack::now_ns();
+        assert_eq!(
+            check(r, generation, rules, &fwd("after a second", "eth1", &out)),
+            None
+        );
+        let (_, e) = ct_entry(r, 17, 42000);
+        assert!(
+            e.last_seen_ns > stored + 1_000_000_000,
+            "a packet 1.5 s after the last write left last-seen at {} (was {stored})",
+            e.last_seen_ns
+        );
+        // CLOCK_MONOTONIC_COARSE ticks once a jiffy (at most 10 ms).
+        assert!(e.last_seen_ns + 20_000_000 >= before);
+        println!("last-seen: unchanged over 20 packets within 1 s, refreshed after 1.5 s");
+    });
+}
