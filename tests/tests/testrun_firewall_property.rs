@@ -5,8 +5,12 @@
 //!
 //! The lab router gets two more ports (veth eth3 and eth4) so that
 //! testgen's interfaces eth1..eth3 are real ports and "any other" (its
-//! ifindexes 104 and 7) is eth4. Rule states are cleared (no tracking), so
-//! every packet is untracked. Each packet's destination gets a host route
+//! ifindexes 104 and 7) is eth4. Rules keep testgen's connection-state
+//! sets, and the connection table is flushed before every packet, so each
+//! packet is the first of its flow and the state it must match on is the
+//! one `first_packet_state` derives (new, invalid or untracked; `related`
+//! and `established` need a flow, and `testrun_firewall.rs` walks them).
+//! Each packet's destination gets a host route
 //! first: local for the input chain, connected out of the port the packet
 //! view names for the forward chain. Packets the parser hands to the
 //! kernel before routing (multicast, link-local, neighbour discovery) are
@@ -140,6 +144,39 @@ fn build(pv: &PacketView, l2: Frame) -> Built {
     }
 }
 
+/// The state conntrack.rs gives the first packet of a flow, in a chain that
+/// tracks (one with a state rule): none at all for what the parser did not
+/// trust to L4 (fragments, extension headers); `invalid` for a TCP RST
+/// with no connection, an echo reply nobody asked for, informational ICMP
+/// that is not echo (nf_conntrack_proto_icmp.c), and an ICMP error whose
+/// quote (here 16 bytes of 0x5a, not an IP header) names no connection;
+/// `new` for everything else.
+fn first_packet_state(b: &Built, tracked: bool) -> CtState {
+    let v = &b.view;
+    if !tracked || b.exception.is_some() {
+        return CtState::Untracked;
+    }
+    let icmp_proto = if v.family == 4 {
+        PROTO_ICMP
+    } else {
+        PROTO_ICMPV6
+    };
+    if v.proto == PROTO_TCP && v.tcp_flags.is_some_and(|f| f & 0x04 != 0) {
+        return CtState::Invalid;
+    }
+    if v.proto == icmp_proto
+        && let Some((t, _)) = v.icmp
+    {
+        let echo_request = (v.family == 4 && t == 8) || (v.family == 6 && t == 128);
+        return if echo_request {
+            CtState::New
+        } else {
+            CtState::Invalid
+        };
+    }
+    CtState::New
+}
+
 /// What the program must answer for verdict `v`.
 fn expected(b: &Built, chain: Chain, verdict: Verdict, in_port: &str, out_port: &str) -> R {
     match verdict {
@@ -170,10 +207,7 @@ fn expected(b: &Built, chain: Chain, verdict: Verdict, in_port: &str, out_port: 
 }
 
 fn run_property(r: &mut Router, seed: u64, n_rules: usize, n_packets: usize) -> usize {
-    let mut rs: Ruleset = testgen::ruleset(seed, n_rules);
-    for rule in &mut rs.rules {
-        rule.state.clear();
-    }
+    let rs: Ruleset = testgen::ruleset(seed, n_rules);
     let ports = ["eth1", "eth2", "eth3"];
     let names: Vec<(String, u32)> = ports
         .iter()
@@ -185,6 +219,7 @@ fn run_property(r: &mut Router, seed: u64, n_rules: usize, n_packets: usize) -> 
     let mut tally: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut ran = 0;
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
     for (chain, pv) in testgen::packets(&rs, seed, n_packets) {
         if skip(&pv) {
             continue;
@@ -208,6 +243,10 @@ fn run_property(r: &mut Router, seed: u64, n_rules: usize, n_packets: usize) -> 
                 r.neigh(out_port, &pv.dst.to_string(), NEIGH_MAC);
             }
         }
+        let tracked = rs.enabled(chain).any(|rule| !rule.state.is_empty());
+        b.view.state = first_packet_state(&b, tracked);
+        *states.entry(format!("{:?}", b.view.state)).or_default() += 1;
+        xdpgate::conntrack::flush(r.dp.firewall_mut(), &Default::default()).expect("flush");
         let want = classify(&rs, chain, &resolve, &b.view);
         let want_reason = expected(&b, chain, want.verdict, in_port, out_port);
         let table = generation * 2 + chain.index();
@@ -241,6 +280,7 @@ fn run_property(r: &mut Router, seed: u64, n_rules: usize, n_packets: usize) -> 
             ));
         }
     }
+    println!("  seed {seed:#x}: packets by connection state {states:?}");
     // No counter moved but the reference's.
     let fw = r.dp.firewall();
     for chain in Chain::ALL {
