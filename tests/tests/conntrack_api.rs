@@ -1,7 +1,7 @@
 //! The connection table through the API: connections XDP tracked while
 //! forwarding through the lab router are listed in their original
 //! direction, filters narrow the list, pages cover it, DELETE flushes it,
-//! and the sweeper deletes what outlived its timeout.
+//! `xdpgate conntrack` (table, JSON, flush) shows the same, and the sweeper deletes what outlived its timeout.
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
@@ -61,6 +61,28 @@ fn open_tcp(lab: &xdpgate::lab::Lab, port: u16) -> (TcpStream, TcpStream) {
     server.write_all(b"pong").expect("write back");
     client.read_exact(&mut buf).expect("read back");
     (client, server)
+}
+
+/// `xdpgate conntrack ARGS --api API`: stdout, or stderr when it fails.
+fn cli(api: SocketAddr, args: &[&str]) -> Result<String, String> {
+    let (sub, rest) = match args.first() {
+        Some(&"flush") => (vec!["conntrack", "flush"], &args[1..]),
+        _ => (vec!["conntrack"], args),
+    };
+    let api = api.to_string();
+    let out = std::process::Command::new(xdpgate_bin())
+        .args(&sub)
+        .args(["--api", &api])
+        .args(rest)
+        .output()
+        .expect("run xdpgate conntrack");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(stderr)
+    }
 }
 
 #[test]
@@ -180,12 +202,40 @@ fn conntrack_lists_filters_pages_and_flushes() {
     b.sort();
     assert_eq!(a, b, "pages differ from the whole list");
 
-    // Flush by filter, then everything.
-    let deleted = client::delete_json(api, "/api/v1/conntrack?proto=icmp").expect("flush icmp");
+    // The CLI over the same API: a table, JSON, a refused filter.
+    let table = cli(api, &["--proto", "tcp", "--port", "7302"]).expect("conntrack table");
+    let row = table
+        .lines()
+        .find(|l| l.contains(":7302"))
+        .unwrap_or_else(|| panic!("no row for :7302 in\n{table}"));
     assert!(
-        deleted["deleted"].as_u64().expect("deleted") >= 1,
-        "{deleted}"
+        row.contains("tcp") && row.contains("ESTABLISHED"),
+        "{table}"
     );
+    assert_eq!(
+        table.lines().filter(|l| l.contains(":7302")).count(),
+        1,
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&cli(api, &["--json", "--proto", "icmp"]).expect("conntrack --json"))
+            .expect("--json prints JSON");
+    let listed = listed.as_array().expect("an array of connections");
+    assert!(
+        !listed.is_empty() && listed.iter().all(|c| c["state"] == "ECHO"),
+        "{listed:?}"
+    );
+    let refused = cli(api, &["--proto", "bogus"]).expect_err("a bad filter fails");
+    assert!(refused.contains("proto"), "{refused}");
+
+    // Flush by filter (through the CLI), then everything.
+    let flushed = cli(api, &["flush", "--proto", "icmp"]).expect("conntrack flush");
+    let n: u64 = flushed
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("flush printed {flushed:?}"));
+    assert!(n >= 1 && flushed.contains("flushed"), "{flushed}");
     assert!(only("proto=icmp").as_array().expect("items").is_empty());
     find(
         get(api, "/api/v1/conntrack")["items"]
