@@ -1,5 +1,6 @@
-// The Firewall page: active rules with counters, the candidate (rules,
-// policy, address sets), its diff, commit with commit-confirm, history.
+// The Firewall page: active rules with counters, the candidate (rules
+// added, edited in place, moved and deleted; policy; address sets imported,
+// loaded back and deleted), its diff, commit with commit-confirm, history.
 import { api, attempt, field, h, messageBox, num, query, showNotice, table } from "./api.js";
 
 function ruleText(r) {
@@ -29,6 +30,39 @@ async function allRules() {
   return { items, more: true };
 }
 
+// The rule form's text fields, named as the API names the rule's fields.
+const RULE_TEXT_FIELDS = ["in", "out", "src", "dst", "proto", "sport", "dport", "icmp", "tcp_flags", "comment"];
+
+// The rule the form describes, in the API's shape. Empty fields are left
+// out, so an edit that clears a field removes that match.
+function formRule(form) {
+  const body = { chain: field(form, "chain"), action: field(form, "action") };
+  for (const k of RULE_TEXT_FIELDS) if (field(form, k)) body[k] = field(form, k);
+  if (field(form, "state")) body.state = field(form, "state").split(/[\s,]+/).filter(Boolean);
+  if (field(form, "position")) body.position = Number(field(form, "position"));
+  body.enabled = form.querySelector('[name="enabled"]').checked;
+  if (form.querySelector('[name="log"]').checked) body.log = true;
+  return body;
+}
+
+// Fill the form with rule `r`, or with the defaults of a new rule.
+function fillRuleForm(form, r) {
+  for (const k of RULE_TEXT_FIELDS) form.querySelector(`[name="${k}"]`).value = r && r[k] !== undefined && r[k] !== null ? String(r[k]) : "";
+  form.querySelector('[name="chain"]').value = r ? r.chain : "forward";
+  form.querySelector('[name="action"]').value = r ? r.action : "accept";
+  form.querySelector('[name="state"]').value = r && r.state ? r.state.join(",") : "";
+  form.querySelector('[name="position"]').value = r ? r.position : "";
+  form.querySelector('[name="enabled"]').checked = r ? r.enabled !== false : true;
+  form.querySelector('[name="log"]').checked = Boolean(r && r.log);
+}
+
+// How many rules each chain of the candidate holds.
+function chainLengths(rules) {
+  const n = { forward: 0, input: 0 };
+  for (const r of rules) n[r.chain] = (n[r.chain] || 0) + 1;
+  return n;
+}
+
 export function firewall(root, ctx) {
   const activeErr = messageBox("fw-active-error");
   const active = h("div", {});
@@ -45,12 +79,45 @@ export function firewall(root, ctx) {
     h("label", {}, "proto", h("input", { name: "proto", class: "short", placeholder: "tcp" })),
     h("label", {}, "sport", h("input", { name: "sport", class: "short" })),
     h("label", {}, "dport", h("input", { name: "dport", class: "short", placeholder: "443" })),
+    h("label", {}, "icmp", h("input", { name: "icmp", class: "short", placeholder: "8/0" })),
+    h("label", {}, "tcp flags", h("input", { name: "tcp_flags", class: "short", placeholder: "syn,!ack" })),
     h("label", {}, "state", h("input", { name: "state", class: "short", placeholder: "new,established" })),
     h("label", {}, "action", h("select", { name: "action" }, ["accept", "drop", "reject"].map((a) => h("option", { value: a }, a)))),
     h("label", {}, "position", h("input", { name: "position", class: "short", type: "number", min: 1 })),
     h("label", {}, "comment", h("input", { name: "comment" })),
-    h("button", { type: "submit" }, "Add rule"),
+    h("label", { class: "check" }, h("input", { name: "enabled", type: "checkbox", checked: true }), "enabled"),
+    h("label", { class: "check" }, h("input", { name: "log", type: "checkbox" }), "log"),
+    h("button", { type: "submit", id: "rule-submit" }, "Add rule"),
+    h("button", { type: "button", class: "secondary", id: "rule-cancel", hidden: true, onclick: () => stopEditing() }, "Cancel"),
   );
+  const ruleFormTitle = h("h2", { id: "rule-form-title" }, "Add a rule");
+  // The candidate rule the form is editing (null: the form adds a rule).
+  let editing = null;
+  function startEditing(r) {
+    editing = r;
+    fillRuleForm(ruleForm, r);
+    ruleFormTitle.textContent = `Edit rule ${r.id}`;
+    ruleForm.querySelector("#rule-submit").textContent = `Save rule ${r.id}`;
+    ruleForm.querySelector("#rule-cancel").hidden = false;
+    ruleForm.scrollIntoView({ block: "center" });
+  }
+  function stopEditing() {
+    editing = null;
+    fillRuleForm(ruleForm, null);
+    ruleFormTitle.textContent = "Add a rule";
+    ruleForm.querySelector("#rule-submit").textContent = "Add rule";
+    ruleForm.querySelector("#rule-cancel").hidden = true;
+  }
+  // Move candidate rule `r` by `by` places in its chain (PUT with a
+  // position moves it; the rest of the rule is sent as it is).
+  async function moveRule(r, by) {
+    const { position, ...rule } = r;
+    const x = await attempt(candErr, () => api("PUT", `/api/v1/firewall/rules/${r.id}`, { ...rule, position: position + by }));
+    if (x) {
+      await loadCandidate();
+      showNotice(candErr, `Moved rule ${x.id} to ${x.chain} #${x.position}.`);
+    }
+  }
   const policyForm = h(
     "form",
     { class: "row", id: "policy-form" },
@@ -82,7 +149,7 @@ export function firewall(root, ctx) {
   );
   root.append(
     h("section", { class: "card" }, h("h2", {}, "Active ruleset"), activeErr, active),
-    h("section", { class: "card" }, h("h2", {}, "Candidate (not running until committed)"), candErr, cand, h("h2", {}, "Add a rule"), ruleForm, policyForm),
+    h("section", { class: "card" }, h("h2", {}, "Candidate (not running until committed)"), candErr, cand, ruleFormTitle, ruleForm, policyForm),
     h("section", { class: "card" }, h("h2", {}, "Diff: what a commit would change"), diff, commitForm, commitErr, pending),
     h("section", { class: "card" }, h("h2", {}, "History"), histErr, history, historyPager),
     h("section", { class: "card" }, h("h2", {}, "Address sets (candidate)"), setsErr, sets, setForm),
@@ -123,6 +190,7 @@ export function firewall(root, ctx) {
     if (c) {
       const rules = await attempt(candErr, () => allRules());
       if (rules) {
+        const lengths = chainLengths(rules.items);
         cand.replaceChildren(
           rules.items.length
             ? table(
@@ -137,7 +205,14 @@ export function firewall(root, ctx) {
                     h("td", {}, ruleText(r)),
                     h("td", {}, r.action),
                     h("td", {}, r.comment || ""),
-                    h("td", {}, h("button", { class: "danger", onclick: () => attempt(candErr, () => api("DELETE", `/api/v1/firewall/rules/${r.id}`)).then((x) => x !== undefined && loadCandidate()) }, "Delete")),
+                    h(
+                      "td",
+                      { class: "actions" },
+                      h("button", { class: "secondary rule-up", title: "Move up", "aria-label": `Move rule ${r.id} up`, disabled: r.position <= 1, onclick: () => moveRule(r, -1) }, "\u2191"),
+                      h("button", { class: "secondary rule-down", title: "Move down", "aria-label": `Move rule ${r.id} down`, disabled: r.position >= lengths[r.chain], onclick: () => moveRule(r, 1) }, "\u2193"),
+                      h("button", { class: "secondary rule-edit", onclick: () => startEditing(r) }, "Edit"),
+                      h("button", { class: "danger rule-delete", onclick: () => attempt(candErr, () => api("DELETE", `/api/v1/firewall/rules/${r.id}`)).then((x) => x !== undefined && (editing && editing.id === r.id && stopEditing(), loadCandidate())) }, "Delete"),
+                    ),
                   ),
                 ),
                 { id: "fw-candidate" },
@@ -154,7 +229,20 @@ export function firewall(root, ctx) {
       for (const ch of ["forward", "input"]) policyForm.querySelector(`[name="${ch}"]`).value = c.policy[ch];
       sets.replaceChildren(
         c.sets && c.sets.length
-          ? table(["name", "prefixes", "comment"], c.sets.map((s) => h("tr", {}, h("td", {}, s.name), h("td", { class: "num" }, num((s.prefixes || []).length)), h("td", {}, s.comment || ""))), { id: "fw-sets" })
+          ? table(
+              ["name", "prefixes", "comment", ""],
+              c.sets.map((s) =>
+                h(
+                  "tr",
+                  { "data-set": s.name },
+                  h("td", {}, s.name),
+                  h("td", { class: "num" }, num((s.prefixes || []).length)),
+                  h("td", {}, s.comment || ""),
+                  h("td", { class: "actions" }, h("button", { class: "secondary set-edit", onclick: () => editSet(s.name) }, "Edit"), h("button", { class: "danger set-delete", onclick: () => deleteSet(s.name) }, "Delete")),
+                ),
+              ),
+              { id: "fw-sets" },
+            )
           : h("p", { class: "muted" }, "No address sets."),
       );
     }
@@ -196,6 +284,25 @@ export function firewall(root, ctx) {
     );
   }
 
+  // Load set `name` (every prefix) into the import form, to change and
+  // import again.
+  async function editSet(name) {
+    const s = await attempt(setsErr, () => api("GET", `/api/v1/firewall/sets/${encodeURIComponent(name)}`));
+    if (!s) return;
+    setForm.querySelector('[name="name"]').value = s.name;
+    setForm.querySelector('[name="comment"]').value = s.comment || "";
+    setForm.querySelector('[name="prefixes"]').value = s.prefixes.join("\n");
+    showNotice(setsErr, `Set ${s.name}: ${num(s.prefixes.length)} prefixes loaded below; Import set replaces them.`);
+    setForm.scrollIntoView({ block: "center" });
+  }
+  // The API refuses (409) while a candidate rule uses the set.
+  async function deleteSet(name) {
+    const r = await attempt(setsErr, () => api("DELETE", `/api/v1/firewall/sets/${encodeURIComponent(name)}`));
+    if (r === undefined) return;
+    await loadCandidate();
+    showNotice(setsErr, `Set ${name} deleted from the candidate.`);
+  }
+
   let wasPending = false;
   async function loadPending() {
     const p = await attempt(commitErr, () => api("GET", "/api/v1/firewall/confirm"));
@@ -230,15 +337,14 @@ export function firewall(root, ctx) {
 
   ruleForm.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const body = { chain: field(ruleForm, "chain"), action: field(ruleForm, "action") };
-    for (const k of ["in", "out", "src", "dst", "proto", "sport", "dport", "comment"]) if (field(ruleForm, k)) body[k] = field(ruleForm, k);
-    if (field(ruleForm, "state")) body.state = field(ruleForm, "state").split(/[\s,]+/).filter(Boolean);
-    if (field(ruleForm, "position")) body.position = Number(field(ruleForm, "position"));
-    const r = await attempt(candErr, () => api("POST", "/api/v1/firewall/rules", body));
+    const body = formRule(ruleForm);
+    const id = editing && editing.id;
+    const r = await attempt(candErr, () => (id ? api("PUT", `/api/v1/firewall/rules/${id}`, body) : api("POST", "/api/v1/firewall/rules", body)));
     if (r) {
+      if (id) stopEditing();
       // After the reload: its own success clears the box.
       await loadCandidate();
-      showNotice(candErr, `Added rule ${r.id} at ${r.chain} #${r.position}.`);
+      showNotice(candErr, `${id ? "Saved" : "Added"} rule ${r.id} at ${r.chain} #${r.position}.`);
     }
   });
   policyForm.addEventListener("submit", async (e) => {

@@ -255,6 +255,194 @@ fn token_create(db: &std::path::Path, name: &str) -> String {
     token
 }
 
+/// A JS expression: the comment cell of candidate row `i` (from 0).
+fn candidate_comment(i: usize) -> String {
+    format!("document.querySelectorAll('#fw-candidate tr[data-rule]')[{i}].children[5].textContent")
+}
+
+/// Click `button` in the candidate row whose comment is `comment`.
+fn click_in_rule_row(b: &Browser, comment: &str, button: &str) {
+    let clicked = b.js(&format!(
+        "const tr = [...document.querySelectorAll('#fw-candidate tr[data-rule]')].find(tr => tr.children[5].textContent === {}); if (!tr) return false; tr.querySelector('button.{button}').click(); return true;",
+        json!(comment)
+    ));
+    assert_eq!(clicked, json!(true), "no candidate row {comment:?}");
+}
+
+/// The first two candidate rules' comments, as the API orders them.
+fn first_two_comments(api: SocketAddr) -> Vec<String> {
+    let page =
+        client::get_json(api, "/api/v1/firewall/rules?chain=forward&limit=2").expect("rules");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["comment"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// On the 150-rule candidate: the first rule moves down and back up with
+/// the arrows; Edit loads it into the form, a reversed port range is the
+/// API's error there and changes nothing, and Save changes it in place
+/// (same id, same position).
+fn rules_move_and_edit_in_place(b: &Browser, api: SocketAddr) {
+    assert!(
+        b.js(
+            "return document.querySelector('#fw-candidate tr[data-rule] button.rule-up').disabled"
+        ) == true,
+        "the first rule cannot move up"
+    );
+    click_in_rule_row(b, "bulk 0", "rule-down");
+    b.wait(
+        Duration::from_secs(5),
+        "bulk 0 moved below bulk 1",
+        &format!(
+            "{} === 'bulk 1' && {} === 'bulk 0' && document.querySelector('#fw-cand-error.notice')",
+            candidate_comment(0),
+            candidate_comment(1)
+        ),
+    );
+    assert_eq!(
+        first_two_comments(api),
+        ["bulk 1", "bulk 0"],
+        "the API's order"
+    );
+    click_in_rule_row(b, "bulk 0", "rule-up");
+    b.wait(
+        Duration::from_secs(5),
+        "bulk 0 first again",
+        &format!(
+            "{} === 'bulk 0' && {} === 'bulk 1'",
+            candidate_comment(0),
+            candidate_comment(1)
+        ),
+    );
+    assert_eq!(
+        first_two_comments(api),
+        ["bulk 0", "bulk 1"],
+        "the API's order"
+    );
+
+    let first =
+        client::get_json(api, "/api/v1/firewall/rules?chain=forward&limit=1").expect("rules");
+    let id = first["items"][0]["id"].as_u64().expect("id");
+    click_in_rule_row(b, "bulk 0", "rule-edit");
+    b.wait(
+        Duration::from_secs(5),
+        "the rule in the form",
+        &format!("document.getElementById('rule-form-title').textContent === 'Edit rule {id}' && document.querySelector('#rule-form [name=dport]').value === '20000' && document.querySelector('#rule-form [name=comment]').value === 'bulk 0'"),
+    );
+    b.screenshot("firewall-edit-rule");
+    submit(b, "#rule-form", &[("dport", "9-1")]);
+    let text = b.wait(
+        Duration::from_secs(5),
+        "the reversed range refused",
+        "document.querySelector('#fw-cand-error.error') && document.querySelector('#fw-cand-error').textContent",
+    );
+    let text = text.as_str().expect("text");
+    assert!(
+        text.contains("reversed") && text.contains("HTTP 400"),
+        "{text}"
+    );
+    let rule = client::get_json(api, &format!("/api/v1/firewall/rules/{id}")).expect("rule");
+    assert_eq!(
+        rule["dport"],
+        json!("20000"),
+        "the refused edit changed the rule: {rule}"
+    );
+
+    submit(b, "#rule-form", &[("dport", "20500"), ("action", "drop")]);
+    b.wait(
+        Duration::from_secs(5),
+        "the rule saved in place",
+        &format!("document.querySelector('#fw-cand-error.notice') && document.querySelector('#fw-cand-error').textContent.startsWith('Saved rule {id} at forward #1') && document.querySelector('#fw-candidate tr[data-rule]').textContent.includes('dport 20500') && document.getElementById('rule-form-title').textContent === 'Add a rule'"),
+    );
+    let rule = client::get_json(api, &format!("/api/v1/firewall/rules/{id}")).expect("rule");
+    assert_eq!(
+        (
+            &rule["dport"],
+            &rule["action"],
+            &rule["position"],
+            &rule["comment"],
+            &rule["proto"]
+        ),
+        (
+            &json!("20500"),
+            &json!("drop"),
+            &json!(1),
+            &json!("bulk 0"),
+            &json!("tcp")
+        ),
+        "{rule}"
+    );
+    assert!(
+        b.js("return document.querySelectorAll('#fw-candidate tr[data-rule]').length") == 150,
+        "an edit adds no rule"
+    );
+}
+
+/// An imported set is loaded back into the form by Edit; Delete is
+/// refused with the API's 409 while a rule uses the set, and deletes it
+/// once none does.
+fn sets_are_viewed_and_deleted(b: &Browser, api: SocketAddr) {
+    submit(
+        b,
+        "#set-form",
+        &[
+            ("name", "ui-set"),
+            ("comment", "from the UI"),
+            ("prefixes", "198.18.200.0/24\n2001:db8:bad::/48"),
+        ],
+    );
+    b.wait(
+        Duration::from_secs(5),
+        "the set listed",
+        "document.querySelector('#fw-sets tr[data-set=\"ui-set\"]')",
+    );
+    let user = client::post_json(
+        api,
+        "/api/v1/firewall/rules",
+        &json!({"chain": "forward", "src": "@ui-set", "action": "drop", "comment": "uses ui-set"}),
+    )
+    .expect("a rule using the set");
+    let click = |button: &str| {
+        b.js(&format!(
+            "document.querySelector('#fw-sets tr[data-set=\"ui-set\"] button.{button}').click(); return true;"
+        ))
+    };
+    click("set-delete");
+    let text = b.wait(
+        Duration::from_secs(5),
+        "the referenced set refused",
+        "document.querySelector('#fw-sets-error.error') && document.querySelector('#fw-sets-error').textContent",
+    );
+    let text = text.as_str().expect("text");
+    assert!(text.contains("HTTP 409"), "{text}");
+    client::delete_json(api, &format!("/api/v1/firewall/rules/{}", user["id"]))
+        .expect("delete the rule");
+
+    b.js("document.getElementById('set-form').reset(); return true;");
+    click("set-edit");
+    b.wait(
+        Duration::from_secs(5),
+        "the set in the form",
+        "document.querySelector('#set-form [name=name]').value === 'ui-set' && document.querySelector('#set-form [name=prefixes]').value === '198.18.200.0/24\\n2001:db8:bad::/48' && document.querySelector('#set-form [name=comment]').value === 'from the UI'",
+    );
+    click("set-delete");
+    b.wait(
+        Duration::from_secs(5),
+        "the set deleted",
+        "!document.querySelector('#fw-sets tr[data-set=\"ui-set\"]') && document.querySelector('#fw-sets-error.notice')",
+    );
+    assert!(
+        matches!(
+            client::get_json(api, "/api/v1/firewall/sets/ui-set"),
+            Err(ClientError::Status { status: 404, .. })
+        ),
+        "the set is still in the candidate"
+    );
+}
+
 #[test]
 fn the_ui_shows_and_changes_the_box() {
     let lab = lab(true);
@@ -381,7 +569,7 @@ fn the_ui_shows_and_changes_the_box() {
 
     // Commit-confirm: delete the rule, commit with confirm_within=3, see the
     // countdown, let it expire: the rollback is in the history.
-    b.js("document.querySelector('#fw-candidate tr[data-rule] button').click(); return true;");
+    b.js("document.querySelector('#fw-candidate tr[data-rule] button.rule-delete').click(); return true;");
     b.wait(
         Duration::from_secs(5),
         "the rule deleted from the candidate",
@@ -503,6 +691,8 @@ fn the_ui_shows_and_changes_the_box() {
     );
     b.js("document.getElementById('fw-candidate-count').scrollIntoView({block: 'center'}); return true;");
     b.screenshot("firewall-150-rules");
+    rules_move_and_edit_in_place(&b, daemon.api);
+    sets_are_viewed_and_deleted(&b, daemon.api);
 
     for page in ["interfaces", "neighbours", "connections"] {
         b.go(&format!("{base}#/{page}"));
@@ -533,9 +723,13 @@ fn the_ui_shows_and_changes_the_box() {
     b.js("document.getElementById('maps').scrollIntoView(); return true;");
     b.screenshot("narrow-dashboard-maps");
 
-    // No script errors, and no failed request but the bad prefix's 400.
+    // No script errors, and no failed request but the ones the test asked
+    // for: the bad prefix's and the reversed port range's 400s, the
+    // referenced set's 409.
     assert_clean_console(&b, |m| {
-        m.contains("/api/v1/routes/static") && m.contains("400")
+        (m.contains("/api/v1/routes/static") && m.contains("400"))
+            || (m.contains("/api/v1/firewall/rules/") && m.contains("400"))
+            || (m.contains("/api/v1/firewall/sets/ui-set") && m.contains("409"))
     });
     b.resize(1280, 1000);
 
