@@ -197,6 +197,20 @@ fn attach_all(dp: &mut Dataplane, cfg: &RunConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Attach the interfaces saved by the API (`saved_ifaces`), after the
+/// `--iface` set. Unlike those, a failure does not stop the start: the
+/// interface stays wanted, so the kernel sync attaches it when it appears
+/// (a veth or VLAN created after the daemon), and the log says why.
+fn attach_saved(dp: &mut Dataplane, saved: &[(String, AttachMode)]) {
+    for (name, mode) in saved {
+        match managed::attach(dp, name, *mode) {
+            Ok(_) => info!(iface = %name, %mode, "attached (saved by the API)"),
+            Err(e) => warn!(iface = %name, %mode,
+                "saved by the API but not attached now ({e}); the kernel sync attaches it when it appears"),
+        }
+    }
+}
+
 /// ifindex of a managed interface named `name`.
 fn managed_ifindex(dp: &Dataplane, name: &str) -> Option<u32> {
     dp.fib()
@@ -311,6 +325,10 @@ async fn serve(
     }
     tokio::spawn(conntrack::sweeper(dataplane.clone(), CONNTRACK_SWEEP));
     let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
+    let saved = crate::saved_ifaces::beyond_command_line(
+        crate::saved_ifaces::load(&pool).await?,
+        &cfg.ifaces,
+    );
     let drop_log;
     let managed = {
         let mut dp = dataplane.lock().map_err(|_| DaemonError::Poisoned)?;
@@ -320,16 +338,22 @@ async fn serve(
         // Logged drops are read from the first packet on.
         drop_log = firewall_log::spawn(&mut dp, export_settings.drop_log_limits())?;
         attach_all(&mut dp, &cfg)?;
+        attach_saved(&mut dp, &saved);
         if let Err(e) = install_static(&mut dp, &cfg) {
             for d in dp.detach_all() {
                 warn!("while backing out: {d}");
             }
             return Err(e);
         }
-        dp.fib()
-            .ifaces()
-            .map(|(i, _)| i.name.clone())
-            .collect::<Vec<String>>()
+        // A saved interface missing now is managed too: the sync attaches
+        // it when it appears.
+        let mut managed: Vec<String> = dp.fib().ifaces().map(|(i, _)| i.name.clone()).collect();
+        for (name, _) in &saved {
+            if !managed.contains(name) {
+                managed.push(name.clone());
+            }
+        }
+        managed
     };
     // Static routes go into the kernel before the sync's first dump, so
     // XDP starts with them; one that no longer applies is logged, not fatal.
@@ -343,6 +367,9 @@ async fn serve(
         ..SyncStatus::default()
     });
     let wanted = Wanted::new(cfg.ifaces.iter().cloned(), cfg.mode);
+    for (name, mode) in &saved {
+        wanted.insert(name, *mode);
+    }
     if cfg.kernel_sync {
         let reconciler = Reconciler::new(
             SyncConfig {

@@ -22,6 +22,7 @@ pub mod managed;
 pub mod netlink;
 pub mod netns;
 pub mod outbox;
+pub mod saved_ifaces;
 pub mod static_routes;
 pub mod testrun;
 pub mod tls;

@@ -94,3 +94,119 @@ fn detaching_eth2_falls_back_to_the_kernel_and_attaching_takes_it_back() {
         "reattached: the kernel forwarded {kernel}"
     );
 }
+
+/// `ip -n ns ARGS`, which must succeed.
+#[track_caller]
+fn ip_in(ns: &str, args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A veth pair `name`/`name`p inside the router namespace, both up.
+fn router_veth(l: &xdpgate::lab::Lab, name: &str) {
+    let r = l.router();
+    let peer = format!("{name}p");
+    ip_in(
+        &r,
+        &["link", "add", name, "type", "veth", "peer", "name", &peer],
+    );
+    ip_in(&r, &["link", "set", name, "up"]);
+    ip_in(&r, &["link", "set", &peer, "up"]);
+}
+
+/// Wait until `GET /api/v1/interfaces/{name}` says `attached` is `want`.
+#[track_caller]
+fn wait_attached(api: std::net::SocketAddr, name: &str, want: bool) -> serde_json::Value {
+    let mut last = json!(null);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(v) = client::get_json(api, &format!("/api/v1/interfaces/{name}")) {
+            if v["attached"] == want {
+                return v;
+            }
+            last = v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{name}: attached is not {want} within 10 s: {last}");
+}
+
+/// Interfaces attached through the API are saved: the next daemon, whose
+/// command line names only eth1, attaches them again in the same mode (eth2
+/// carries traffic through XDP again), and one that is missing at start is
+/// attached by the kernel sync when it appears. Detached through the API,
+/// an interface stays detached after a restart.
+#[test]
+fn attached_through_the_api_survives_a_restart_and_detached_stays_detached() {
+    let lab = lab(true);
+    let l = &lab.lab;
+    let r = l.router();
+    let only_eth1 = ["--iface", "eth1"];
+    let extra = format!("{}sv", l.prefix);
+    router_veth(l, &extra);
+
+    let daemon = Daemon::start(l, &only_eth1);
+    for (name, mode) in [("eth2", "skb"), (extra.as_str(), "skb")] {
+        let v = client::post_json(
+            daemon.api,
+            &format!("/api/v1/interfaces/{name}/attach"),
+            &json!({ "mode": mode }),
+        )
+        .expect("attach");
+        assert_eq!(v["attached"], true, "{v}");
+    }
+    let (status, log) = daemon.signal_keep_db(SIGTERM);
+    assert!(status.success(), "first daemon: {status}\n{log}");
+    assert_eq!(xdp_on(&r, "eth2"), None, "a stopped daemon detaches");
+    // Gone while no daemon runs: the next one cannot attach it at start.
+    ip_in(&r, &["link", "del", &extra]);
+
+    let daemon = Daemon::start(l, &only_eth1);
+    let v = wait_attached(daemon.api, "eth2", true);
+    assert_eq!(
+        (&v["mode"], &v["wanted"]),
+        (&json!("skb"), &json!(true)),
+        "{v}"
+    );
+    assert!(
+        xdp_on(&r, "eth2").is_some(),
+        "XDP not on eth2 after the restart"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("attached (saved by the API)") && log.contains(&extra),
+        "the log does not say what it attached and what it could not:\n{log}"
+    );
+    let (got, xdp, _) = burst_from_h2(l, daemon.api, 7104);
+    assert_eq!(got, BURST, "restarted: lost datagrams");
+    assert!(
+        xdp >= u64::from(BURST),
+        "restarted: XDP saw only {xdp} on eth2"
+    );
+    // The missing one comes back and is attached by the sync.
+    router_veth(l, &extra);
+    let v = wait_attached(daemon.api, &extra, true);
+    assert_eq!(v["mode"], "skb", "{v}");
+    assert!(xdp_on(&r, &extra).is_some(), "XDP not on {extra}");
+
+    let v = client::post_json(daemon.api, "/api/v1/interfaces/eth2/detach", &json!({}))
+        .expect("detach eth2");
+    assert_eq!(v["attached"], false, "{v}");
+    let (status, log) = daemon.signal_keep_db(SIGTERM);
+    assert!(status.success(), "second daemon: {status}\n{log}");
+
+    let daemon = Daemon::start(l, &only_eth1);
+    client::get_json(daemon.api, "/readyz").expect("ready");
+    let v = client::get_json(daemon.api, "/api/v1/interfaces/eth2").expect("eth2");
+    assert_eq!(v["attached"], false, "detached eth2 came back: {v}");
+    assert_eq!(xdp_on(&r, "eth2"), None);
+    wait_attached(daemon.api, &extra, true);
+}

@@ -7,6 +7,10 @@
 //! waits for it. Detaching removes it from the wanted set: its frames go to
 //! the kernel, and it stays in the forwarding table (XDP still forwards out
 //! of it; see [`crate::dataplane::Dataplane::detach`]).
+//!
+//! Both are saved ([`crate::saved_ifaces`]): an interface attached here is
+//! attached again, in the same mode, when the daemon starts; one detached
+//! here is forgotten. `--iface` interfaces are attached at start anyway.
 use std::collections::BTreeMap;
 
 use axum::{
@@ -15,7 +19,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use super::{
@@ -25,7 +29,7 @@ use super::{
 use crate::{
     dataplane::{self, AttachMode, Count, Dataplane, DataplaneError},
     fib::FibError,
-    managed,
+    managed, saved_ifaces,
 };
 
 pub fn router() -> Router<AppState> {
@@ -236,19 +240,34 @@ async fn attach(
             )));
         }
     };
-    with_dataplane(&state, move |dp, wanted| {
-        if dp.is_attached(&name) {
-            return Err(Error::Conflict(format!("{name} is already attached")));
+    let iface = name.clone();
+    let attached = with_dataplane(&state, move |dp, wanted| {
+        if dp.is_attached(&iface) {
+            return Err(Error::Conflict(format!("{iface} is already attached")));
         }
-        dataplane::ifindex(&name).map_err(|_| no_such(&name))?;
+        dataplane::ifindex(&iface).map_err(|_| no_such(&iface))?;
         // Under the dataplane lock: the kernel sync reads the wanted set
         // under it too, so it never sees one without the other.
-        managed::attach(dp, &name, mode).map_err(|e| attach_error(&name, e))?;
-        wanted.insert(&name, mode);
-        view(dp, wanted, &name)
+        managed::attach(dp, &iface, mode).map_err(|e| attach_error(&iface, e))?;
+        wanted.insert(&iface, mode);
+        view(dp, wanted, &iface)
     })
-    .await
-    .map(Json)
+    .await?;
+    // Saved, so a restart attaches it again; a failure to save undoes the
+    // attach, so what runs and what is stored agree.
+    if let Err(e) = saved_ifaces::save(&state.db, &name, mode).await {
+        let iface = name.clone();
+        let undone = with_dataplane(&state, move |dp, wanted| {
+            wanted.remove(&iface);
+            dp.detach(&iface).map(|_| ()).map_err(Error::from)
+        })
+        .await;
+        if let Err(u) = undone {
+            warn!(iface = %name, "while undoing an attach that could not be saved: {u}");
+        }
+        return Err(e.into());
+    }
+    Ok(Json(attached))
 }
 
 /// Detach XDP from an interface; its frames go to the kernel.
@@ -268,18 +287,22 @@ async fn detach(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<InterfaceView>, Error> {
-    with_dataplane(&state, move |dp, wanted| {
-        if !dp.is_attached(&name) {
-            dataplane::ifindex(&name).map_err(|_| no_such(&name))?;
-            return Err(Error::Conflict(format!("{name} is not attached")));
+    let iface = name.clone();
+    let detached = with_dataplane(&state, move |dp, wanted| {
+        if !dp.is_attached(&iface) {
+            dataplane::ifindex(&iface).map_err(|_| no_such(&iface))?;
+            return Err(Error::Conflict(format!("{iface} is not attached")));
         }
-        dp.detach(&name)?;
-        wanted.remove(&name);
-        info!(iface = %name, "detached on request");
-        view(dp, wanted, &name)
+        dp.detach(&iface)?;
+        wanted.remove(&iface);
+        info!(iface = %iface, "detached on request");
+        view(dp, wanted, &iface)
     })
-    .await
-    .map(Json)
+    .await?;
+    // Detached now; if forgetting fails, a restart attaches it again, and
+    // the error says so.
+    saved_ifaces::forget(&state.db, &name).await?;
+    Ok(Json(detached))
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use serde_json::json;
 use sqlx::SqlitePool;
 use tokio::sync::watch;
 
-use crate::{http::AppState, managed::Wanted, netlink::sync::SyncStatus, netns};
+use crate::{
+    dataplane::AttachMode, http::AppState, managed::Wanted, netlink::sync::SyncStatus, netns,
+};
 
 /// A namespace with `veth0`/`veth1` (up) and `br0` (up), deleted on
 /// drop, panic or not.
@@ -78,6 +80,12 @@ async fn state(db: SqlitePool, wanted: Wanted, sync: SyncStatus) -> AppState {
 
 use crate::http::testutil::call;
 
+async fn saved(st: &AppState) -> Vec<(String, AttachMode)> {
+    crate::saved_ifaces::load(&st.db)
+        .await
+        .expect("saved interfaces")
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn attach_then_detach_a_veth_with_every_error_status(db: SqlitePool) {
     let ns = &NsGuard::new();
@@ -117,6 +125,11 @@ async fn attach_then_detach_a_veth_with_every_error_status(db: SqlitePool) {
             "{body}"
         );
         assert!(ns.xdp_on("veth0").is_some(), "XDP is on veth0");
+        assert_eq!(
+            saved(&st).await,
+            [("veth0".to_string(), AttachMode::Skb)],
+            "saved for the next start"
+        );
 
         let (status, body) = call(&st, "POST", "/api/v1/interfaces/veth0/attach", skb).await;
         assert_eq!(status, 409, "{body}");
@@ -140,6 +153,7 @@ async fn attach_then_detach_a_veth_with_every_error_status(db: SqlitePool) {
         assert_eq!(body["wanted"], false);
         assert_eq!(body["managed"], true, "stays in the forwarding table");
         assert_eq!(ns.xdp_on("veth0"), None, "XDP is off veth0");
+        assert!(saved(&st).await.is_empty(), "forgotten when detached");
         let (status, body) = call(&st, "POST", "/api/v1/interfaces/veth0/detach", None).await;
         assert_eq!(status, 409, "{body}");
         let (status, body) = call(&st, "POST", "/api/v1/interfaces/nope0/detach", None).await;
@@ -151,6 +165,10 @@ async fn attach_then_detach_a_veth_with_every_error_status(db: SqlitePool) {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["mode"], "native");
         assert!(ns.xdp_on("veth0").is_some());
+        assert_eq!(
+            saved(&st).await,
+            [("veth0".to_string(), AttachMode::Native)]
+        );
         st.dataplane.lock().expect("lock").detach_all();
     });
 }
@@ -173,6 +191,7 @@ async fn a_refused_native_attach_is_a_422_with_the_kernels_reason(db: SqlitePool
         let (status, body) = call(&st, "GET", "/api/v1/interfaces", None).await;
         assert_eq!((status, body), (200, json!([])));
         assert_eq!(ns.xdp_on("br0"), None);
+        assert!(saved(&st).await.is_empty(), "nor saved");
     });
 }
 
