@@ -4,11 +4,14 @@
 //! and a ping cross the router with the kernel's forwarding off, so XDP
 //! carried every packet; each appears with its tuple and with the packets
 //! and bytes (IP layer) the sending host's own counters (`nstat`) say it
-//! sent. Once per I/O backend. Then a collector that cannot be reached:
+//! sent, the router interfaces it came in and went out of, the TCP flags
+//! the hosts put on the wire and start and end times inside the test's
+//! run; an IPv6 UDP stream the same, from the other template. Once per
+//! I/O backend. Then a collector that cannot be reached:
 //! forwarding and the API go on, the send errors are counted, memory
 //! stays flat.
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
@@ -18,13 +21,13 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde_json::Value;
 use xdpgate::{
     client,
-    lab::{H1_V4, H2_V4},
+    lab::{H1_V4, H1_V6, H2_V4, H2_V6},
     netns,
 };
 use xdpgate_tests::{
@@ -161,9 +164,17 @@ struct Tuple {
     proto: u8,
 }
 
-const FIELDS: [&str; 8] = [
-    "cflow.srcaddr",
-    "cflow.dstaddr",
+/// The address fields of each template. A decode asks for one pair only:
+/// with `-E occurrence=a` each column lists a field's values over the
+/// whole datagram, so a datagram holding records of both templates would
+/// give more ports than addresses and the columns would not line up. The
+/// exporter encodes each scan's records on their own, so the IPv6 stream,
+/// sent after the IPv4 records went out, arrives in datagrams of its own.
+const V4_ADDRS: [&str; 2] = ["cflow.srcaddr", "cflow.dstaddr"];
+const V6_ADDRS: [&str; 2] = ["cflow.srcaddrv6", "cflow.dstaddrv6"];
+
+/// The fields after the two addresses, in the columns' order.
+const FIELDS: [&str; 11] = [
     "cflow.srcport",
     "cflow.dstport",
     "cflow.protocol",
@@ -172,18 +183,44 @@ const FIELDS: [&str; 8] = [
     // IANA firewallEvent: 2 (flow deleted) at the end, 5 (update) at an
     // active timeout; every exported flow is one the firewall accepted.
     "cflow.firewall_event",
+    // ingressInterface / egressInterface (IE 10 / 14).
+    "cflow.inputint",
+    "cflow.outputint",
+    // tcpControlBits (IE 6), printed in hex ("0x001b").
+    "cflow.tcpflags",
+    // flowStart/EndMilliseconds (IE 152 / 153), printed as UTC dates
+    // ("Dec  7, 2026 03:38:42.834000000 UTC"): they hold a comma, so the
+    // aggregator below is not one.
+    "cflow.abstimestart",
+    "cflow.abstimeend",
 ];
 
-/// Every IPv4 data record tshark finds in `file`, packets and bytes summed
-/// per tuple (a flow may be reported in several records), and the number
-/// of records.
-fn decode(file: &Path) -> (HashMap<Tuple, (u64, u64)>, usize, String) {
+/// What the records of one tuple say: counters summed, the rest kept per
+/// record.
+#[derive(Debug, Default)]
+struct Seen {
+    packets: u64,
+    bytes: u64,
+    /// (ingress, egress) ifindex of each record.
+    paths: BTreeSet<(u32, u32)>,
+    /// tcpControlBits of the records ORed (each is already the OR of the
+    /// flags seen in that direction).
+    tcp_flags: u16,
+    /// (start, end) of each record, Unix milliseconds.
+    spans: Vec<(u64, u64)>,
+}
+
+/// Every data record of the template whose addresses are `addrs` that
+/// tshark finds in `file`, gathered per tuple (a flow may be reported in
+/// several records), the number of records, and what tshark printed.
+fn decode(file: &Path, addrs: [&str; 2]) -> (HashMap<Tuple, Seen>, usize, String) {
+    let names: Vec<&str> = addrs.iter().chain(FIELDS.iter()).copied().collect();
     let mut cmd = Command::new("tshark");
     cmd.arg("-r")
         .arg(file)
         .args(["-d", &format!("udp.port=={COLLECTOR_PORT},cflow")])
-        .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]);
-    for f in FIELDS {
+        .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;"]);
+    for f in &names {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().expect("run tshark (apt: tshark)");
@@ -193,15 +230,15 @@ fn decode(file: &Path) -> (HashMap<Tuple, (u64, u64)>, usize, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut flows: HashMap<Tuple, (u64, u64)> = HashMap::new();
+    let mut flows: HashMap<Tuple, Seen> = HashMap::new();
     let mut records = 0;
     for line in text.lines() {
         let cols: Vec<Vec<&str>> = line
             .split('\t')
-            .map(|c| c.split(',').filter(|v| !v.is_empty()).collect())
+            .map(|c| c.split(';').filter(|v| !v.is_empty()).collect())
             .collect();
-        if cols.len() != FIELDS.len() || cols[0].is_empty() {
-            continue; // a template-only message
+        if cols.len() != names.len() || cols[0].is_empty() {
+            continue; // a template-only message, or the other template's
         }
         let n = cols[0].len();
         assert!(
@@ -214,8 +251,16 @@ fn decode(file: &Path) -> (HashMap<Tuple, (u64, u64)>, usize, String) {
             let num = |c: usize| -> u64 {
                 cols[c][i]
                     .parse()
-                    .unwrap_or_else(|_| panic!("field {} = {:?}", FIELDS[c], cols[c][i]))
+                    .unwrap_or_else(|_| panic!("field {} = {:?}", names[c], cols[c][i]))
             };
+            let time = |c: usize| -> u64 {
+                unix_ms_of(cols[c][i])
+                    .unwrap_or_else(|| panic!("field {} = {:?}", names[c], cols[c][i]))
+            };
+            let flags = cols[10][i]
+                .strip_prefix("0x")
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+                .unwrap_or_else(|| panic!("field {} = {:?}", names[10], cols[10][i]));
             let t = Tuple {
                 src: cols[0][i].to_owned(),
                 dst: cols[1][i].to_owned(),
@@ -229,22 +274,93 @@ fn decode(file: &Path) -> (HashMap<Tuple, (u64, u64)>, usize, String) {
                 num(7)
             );
             let e = flows.entry(t).or_default();
-            e.0 += num(5);
-            e.1 += num(6);
+            e.packets += num(5);
+            e.bytes += num(6);
+            e.paths.insert((num(8) as u32, num(9) as u32));
+            e.tcp_flags |= flags;
+            e.spans.push((time(11), time(12)));
             records += 1;
         }
     }
     (flows, records, text)
 }
 
+/// Unix milliseconds of a date as tshark prints an absolute time in UTC:
+/// "Dec  7, 2026 03:38:42.834000000 UTC". None for anything else.
+fn unix_ms_of(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let w: Vec<&str> = s.split_whitespace().collect();
+    let [mon, day, year, clock, "UTC"] = w[..] else {
+        return None;
+    };
+    let m = MONTHS.iter().position(|&n| n == mon)? as i64 + 1;
+    let d: i64 = day.strip_suffix(',')?.parse().ok()?;
+    let y: i64 = year.parse().ok()?;
+    let (hms, frac) = clock.split_once('.')?;
+    let mut hms = hms.split(':').map(|v| v.parse::<i64>().ok());
+    let (h, min, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    let ms: i64 = frac.get(..3)?.parse().ok()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    // days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + ms).ok()
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// Packets and IP-layer bytes of the frames in `file` that the display
 /// filter `filter` takes. Captured on the sender's egress, after software
 /// segmentation: one frame is one packet through the router.
 fn wire(file: &Path, filter: &str) -> (u64, u64) {
+    let lens: Vec<u64> = wire_field(file, filter, "ip.len")
+        .iter()
+        .map(|l| l.parse().expect("ip.len"))
+        .collect();
+    (lens.len() as u64, lens.iter().sum())
+}
+
+/// [`wire`] for IPv6: the payload length plus the fixed 40-byte header
+/// (the test's packets carry no extension headers).
+fn wire_v6(file: &Path, filter: &str) -> (u64, u64) {
+    let lens: Vec<u64> = wire_field(file, filter, "ipv6.plen")
+        .iter()
+        .map(|l| l.parse::<u64>().expect("ipv6.plen") + 40)
+        .collect();
+    (lens.len() as u64, lens.iter().sum())
+}
+
+/// The TCP flags of the frames `filter` takes, ORed: what the exporter's
+/// tcpControlBits must be for that direction (it ORs the flags of every
+/// packet it counts, and every frame here crossed the router).
+fn wire_tcp_flags(file: &Path, filter: &str) -> u16 {
+    wire_field(file, filter, "tcp.flags")
+        .iter()
+        .map(|f| {
+            f.strip_prefix("0x")
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+                .unwrap_or_else(|| panic!("tcp.flags = {f:?}"))
+        })
+        .fold(0, |a, f| a | f)
+}
+
+/// `field` of each frame in `file` that the display filter takes.
+fn wire_field(file: &Path, filter: &str, field: &str) -> Vec<String> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(file)
-        .args(["-Y", filter, "-T", "fields", "-e", "ip.len"])
+        .args(["-Y", filter, "-T", "fields", "-e", field])
         .output()
         .expect("run tshark");
     assert!(
@@ -252,11 +368,28 @@ fn wire(file: &Path, filter: &str) -> (u64, u64) {
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lens: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim().parse().expect("ip.len"))
-        .collect();
-    (lens.len() as u64, lens.iter().sum())
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// ifindex of each of the router's interfaces, by name, as the kernel
+/// numbers them (not as the daemon reports them).
+fn router_ifindexes(router: &str) -> HashMap<String, u32> {
+    let out = netns::ip(["-n", router, "-j", "link", "show"]).expect("ip -j link");
+    let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j link: JSON");
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some((
+                l["ifname"].as_str()?.to_owned(),
+                l["ifindex"].as_u64()? as u32,
+            ))
+        })
+        .collect()
 }
 
 fn export_status(api: SocketAddr) -> Value {
@@ -274,11 +407,74 @@ fn tuple(src: &str, dst: &str, sport: u16, dport: u16, proto: u8) -> Tuple {
 }
 
 #[track_caller]
-fn assert_flow(flows: &HashMap<Tuple, (u64, u64)>, t: &Tuple, packets: u64, bytes: u64) {
-    let got = flows
+fn assert_flow(flows: &HashMap<Tuple, Seen>, t: &Tuple, packets: u64, bytes: u64) {
+    let got = seen(flows, t);
+    assert_eq!(
+        (got.packets, got.bytes),
+        (packets, bytes),
+        "{t:?}: (packets, bytes); decoded: {got:?}"
+    );
+}
+
+#[track_caller]
+fn seen<'a>(flows: &'a HashMap<Tuple, Seen>, t: &Tuple) -> &'a Seen {
+    flows
         .get(t)
-        .unwrap_or_else(|| panic!("no record of {t:?}; decoded: {flows:#?}"));
-    assert_eq!(*got, (packets, bytes), "{t:?}: (packets, bytes)");
+        .unwrap_or_else(|| panic!("no record of {t:?}; decoded: {flows:#?}"))
+}
+
+/// Every record of `t` came in at `ingress` and left at `egress`
+/// (ifindexes), and `text` is what tshark said.
+#[track_caller]
+fn assert_path(flows: &HashMap<Tuple, Seen>, t: &Tuple, ingress: u32, egress: u32, text: &str) {
+    let got = &seen(flows, t).paths;
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        [(ingress, egress)],
+        "{t:?}: (inputint, outputint) of its records; tshark said:\n{text}"
+    );
+}
+
+/// TCP flags as RFC 9293 numbers them.
+const FIN: u16 = 0x01;
+const SYN: u16 = 0x02;
+const ACK: u16 = 0x10;
+
+/// The records of `t` carry tcpControlBits `wire` (the OR of the flags
+/// the sender put on the wire), and a connection that opened and closed
+/// shows SYN, ACK and FIN whatever else it did.
+#[track_caller]
+fn assert_tcp_flags(flows: &HashMap<Tuple, Seen>, t: &Tuple, wire: u16, text: &str) {
+    let got = seen(flows, t).tcp_flags;
+    assert_eq!(
+        got & (SYN | ACK | FIN),
+        SYN | ACK | FIN,
+        "{t:?}: tcpflags {got:#06x} lack SYN, ACK or FIN; tshark said:\n{text}"
+    );
+    // The dataplane keeps the flags byte only (CWR..FIN): AE is not in it.
+    assert_eq!(
+        got,
+        wire & 0xff,
+        "{t:?}: tcpflags {got:#06x}, the wire's {wire:#06x}; tshark said:\n{text}"
+    );
+}
+
+/// Every record of `t` starts no later than it ends, and both lie within
+/// `window` (Unix ms) widened by a minute each side: the dataplane's
+/// monotonic clock turned into wall time, on a slow machine.
+#[track_caller]
+fn assert_times(flows: &HashMap<Tuple, Seen>, t: &Tuple, window: (u64, u64), text: &str) {
+    const SLACK_MS: u64 = 60_000;
+    let (from, to) = (window.0 - SLACK_MS, window.1 + SLACK_MS);
+    for &(start, end) in &seen(flows, t).spans {
+        assert!(
+            from <= start && start <= end && end <= to,
+            "{t:?}: record from {start} to {end} (Unix ms), the test ran from {} to {}; \
+             tshark said:\n{text}",
+            window.0,
+            window.1
+        );
+    }
 }
 
 fn exchange_is_exported(backend: &str) {
@@ -294,7 +490,7 @@ fn exchange_is_exported(backend: &str) {
         tmp("ipfix.pcapng"),
     );
     // What each host put on the wire, counted by Wireshark.
-    let traffic = "ip and (tcp port 7201 or udp port 7202 or icmp)";
+    let traffic = "(ip and (tcp port 7201 or udp port 7202 or icmp)) or (ip6 and udp port 7203)";
     let sent_h1 = Capture::start(&l.h1(), "eth0", traffic, tmp("h1.pcapng"));
     let sent_h2 = Capture::start(&l.h2(), "eth0", traffic, tmp("h2.pcapng"));
     let sink = Sink::start(&h3.ns, collector);
@@ -327,6 +523,7 @@ fn exchange_is_exported(backend: &str) {
         "{status}"
     );
 
+    let began_ms = unix_ms_now();
     let len = 256 << 10;
     let data = tcp_transfer(&l.h1(), &l.h2(), ip(H2_V4), 7201, len).expect("tcp transfer");
     assert!(data == pattern(len), "the TCP bytes differ");
@@ -345,6 +542,20 @@ fn exchange_is_exported(backend: &str) {
                 >= 5
         },
     );
+    // The IPv6 stream once the IPv4 records are out: its record is then
+    // encoded in a scan, so a datagram, of its own (see V4_ADDRS).
+    let got = udp_burst(&l.h1(), &l.h2(), ip(H2_V6), 7203, 50, 200).expect("udp6 stream");
+    assert_eq!(got, 50, "UDP datagrams over IPv6 delivered");
+    wait_until(
+        Duration::from_secs(15),
+        "the exporter to send the IPv6 record",
+        || {
+            export_status(daemon.api)["counters"]["records_queued"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 6
+        },
+    );
     let status = export_status(daemon.api);
     let (exit, log) = daemon.signal(libc::SIGTERM);
     assert!(exit.success(), "daemon exit: {log}");
@@ -355,9 +566,11 @@ fn exchange_is_exported(backend: &str) {
                 .unwrap_or(1)
     });
     std::thread::sleep(Duration::from_millis(300));
+    let ended_ms = unix_ms_now();
     let file = capture.stop();
     let (h1_file, h2_file) = (sent_h1.stop(), sent_h2.stop());
-    let (flows, records, text) = decode(&file);
+    let (flows, records, text) = decode(&file, V4_ADDRS);
+    let (flows6, records6, text6) = decode(&file, V6_ADDRS);
     let (tcp_pkts, tcp_bytes) = wire(&h1_file, &format!("ip.src=={H1_V4} && tcp.dstport==7201"));
     let (tcp_back_pkts, tcp_back_bytes) =
         wire(&h2_file, &format!("ip.src=={H2_V4} && tcp.srcport==7201"));
@@ -371,7 +584,7 @@ fn exchange_is_exported(backend: &str) {
     );
     assert!(tcp_pkts > 180, "TCP segments on the wire: {tcp_pkts}");
     eprintln!(
-        "{backend}: {records} records in {} datagrams; status {status}",
+        "{backend}: {records} IPv4 and {records6} IPv6 records in {} datagrams; status {status}",
         sink.datagrams.load(Ordering::Relaxed)
     );
 
@@ -407,6 +620,48 @@ fn exchange_is_exported(backend: &str) {
     assert_flow(&flows, &tuple(H2_V4, H1_V4, 0, 0, 1), pong_pkts, pong_bytes);
     // Nothing else crossed, so nothing else was reported.
     assert_eq!(flows.len(), 5, "flows: {flows:#?}");
+
+    // Where each direction came in and went out: h1 is wired to the
+    // router's eth1, h2 to its eth2 (lab::Lab::up).
+    let ifindex = router_ifindexes(&l.router());
+    let (to_h1, to_h2) = (ifindex["eth1"], ifindex["eth2"]);
+    let forward = [
+        tuple(H1_V4, H2_V4, client_port, 7201, 6),
+        udp.clone(),
+        tuple(H1_V4, H2_V4, 0, 0, 1),
+    ];
+    let back = [
+        tuple(H2_V4, H1_V4, 7201, client_port, 6),
+        tuple(H2_V4, H1_V4, 0, 0, 1),
+    ];
+    for t in &forward {
+        assert_path(&flows, t, to_h1, to_h2, &text);
+    }
+    for t in &back {
+        assert_path(&flows, t, to_h2, to_h1, &text);
+    }
+    for t in forward.iter().chain(&back) {
+        assert_times(&flows, t, (began_ms, ended_ms), &text);
+    }
+    // Each direction of the connection ORs what its sender put on the wire.
+    let tcp_flags = wire_tcp_flags(&h1_file, &format!("ip.src=={H1_V4} && tcp.dstport==7201"));
+    let tcp_back_flags = wire_tcp_flags(&h2_file, &format!("ip.src=={H2_V4} && tcp.srcport==7201"));
+    assert_tcp_flags(&flows, &forward[0], tcp_flags, &text);
+    assert_tcp_flags(&flows, &back[0], tcp_back_flags, &text);
+
+    // The IPv6 stream, from the IPv6 template's records.
+    let udp6 = flows6
+        .keys()
+        .find(|t| t.dst == H2_V6 && t.dport == 7203)
+        .unwrap_or_else(|| panic!("no IPv6 UDP record; tshark said:\n{text6}"))
+        .clone();
+    assert_eq!((udp6.src.as_str(), udp6.proto), (H1_V6, 17), "{text6}");
+    let (udp6_pkts, udp6_bytes) =
+        wire_v6(&h1_file, &format!("ipv6.src=={H1_V6} && udp.dstport==7203"));
+    assert_eq!((udp6_pkts, udp6_bytes), (50, 50 * (200 + 48)));
+    assert_flow(&flows6, &udp6, udp6_pkts, udp6_bytes);
+    assert_path(&flows6, &udp6, to_h1, to_h2, &text6);
+    assert_times(&flows6, &udp6, (began_ms, ended_ms), &text6);
     // The event log has the daemon's start and stop.
     let log = std::fs::read_to_string(&events).expect("event log");
     let kinds: Vec<String> = log
