@@ -17,7 +17,8 @@
 //!   off), and both against a floor (`xdp_sink` on the router's eth1, which
 //!   drops at the door), in alternating rounds.
 //! - `loadgen`: `xdpgate loadgen` round trips through the lab router (a
-//!   reflector in h2), poll against io_uring.
+//!   reflector in h2), poll against io_uring; then the kernel's forwarding
+//!   against xdpgate with the same generator, and nstat showing which carried it.
 //!
 //! Needs root, bpffs, and for `lab` trafgen (netsniff-ng) and
 //! `target/release/xdpgate`; `scripts/bench` installs and builds both.
@@ -1234,13 +1235,51 @@ fn print_lab_results(cases: &[Case], rounds: &[Rounds], elapsed: Duration) {
 /// backend and case, the backends alternating. Round trips cross the router
 /// twice, so this measures the router and both hosts' sockets together;
 /// the `lab` section's trafgen figures are the router's own ceiling.
+/// Then the same generator against the kernel's forwarding
+/// (`loadgen_kernel_vs_xdpgate`).
 fn loadgen_section() {
     println!("\n## `xdpgate loadgen` through the lab router (round trips via the reflector)\n");
-    let lab = support::lab(false);
-    let l = &lab.lab;
-    let _daemon = Daemon::start_forwarding(l, true, &[]);
     let bin = support::xdpgate_bin();
-    let cases: [(&str, String, &str, &str); 3] = [
+    // A port per run: an io_uring process's sockets are released by the
+    // ring's teardown work after it exits (io_uring/io_uring.c,
+    // io_ring_exit_work), so the next reflector cannot always rebind at once.
+    let mut port = 9000;
+    {
+        let lab = support::lab(false);
+        let l = &lab.lab;
+        let _daemon = Daemon::start_forwarding(l, true, &[]);
+        println!(
+            "| backend | case | sent | received | loss | RTT p50 / p90 / p99 µs | CPU µs/pkt | syscalls/pkt |"
+        );
+        println!("|---|---|---:|---:|---:|---|---:|---:|");
+        for (case, host, rate, size) in &loadgen_cases() {
+            for backend in ["poll", "io_uring"] {
+                port += 1;
+                let r = match run_loadgen(l, &bin, backend, host, port, rate, size) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        println!("| {backend} | {case} | loadgen failed: {e} |");
+                        continue;
+                    }
+                };
+                println!(
+                    "| {backend} | {case} | {:.0} | {:.0} | {:.1} % | {} | {:.1} | {:.2} |",
+                    r.sent,
+                    r.received,
+                    r.loss_pct(),
+                    r.rtt(),
+                    r.cpu_us_per_packet,
+                    r.syscalls_per_packet,
+                );
+            }
+        }
+    }
+    loadgen_kernel_vs_xdpgate(&bin, &mut port);
+}
+
+/// (case, target host, `--rate`, `--size`) of the loadgen tables.
+fn loadgen_cases() -> [(&'static str, String, &'static str, &'static str); 3] {
+    [
         ("IPv4 10k pps, 64 B", H2_V4.to_string(), "10k", "64"),
         (
             "IPv6 10k pps, 512 B",
@@ -1249,84 +1288,187 @@ fn loadgen_section() {
             "512",
         ),
         ("IPv4 unlimited, 64 B", H2_V4.to_string(), "0", "64"),
-    ];
+    ]
+}
+
+/// Rounds of the kernel-against-xdpgate loadgen table.
+const LOADGEN_ROUNDS: usize = 3;
+/// Seconds each loadgen run sends.
+const LOADGEN_SECONDS: f64 = 3.0;
+
+/// The loadgen cases through the router carried by the kernel's forwarding
+/// (no XDP) and by xdpgate (kernel forwarding off), in alternating rounds
+/// on one lab, poll backend. Medians per mode and their ratio; the
+/// router's `IpForwDatagrams` (nstat) shows which of the two carried the
+/// datagrams: about 2 per round trip with the kernel, none with xdpgate.
+fn loadgen_kernel_vs_xdpgate(bin: &Path, port: &mut u16) {
     println!(
-        "| backend | case | sent | received | loss | RTT p50 / p90 / p99 µs | CPU µs/pkt | syscalls/pkt |"
+        "\n### loadgen: kernel forwarding against xdpgate (poll, {LOADGEN_ROUNDS} rounds, medians)\n"
     );
-    println!("|---|---|---:|---:|---:|---|---:|---:|");
-    // A port per run: an io_uring process's sockets are released by the
-    // ring's teardown work after it exits (io_uring/io_uring.c,
-    // io_ring_exit_work), so the next reflector cannot always rebind at once.
-    let mut port = 9000;
-    for (case, host, rate, size) in &cases {
-        for backend in ["poll", "io_uring"] {
-            port += 1;
-            let target = format!("{host}:{port}");
-            let mut reflector = Command::new("ip")
-                .args(["netns", "exec", &l.h2()])
-                .arg(&bin)
-                .args([
-                    "loadgen",
-                    "--reflect",
-                    "--listen",
-                    &format!("[::]:{port}"),
-                    "--duration",
-                    "8",
-                ])
-                .env("XDPGATE_IO_BACKEND", backend)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start the reflector");
-            // Its first line says it is listening.
-            let err = reflector.stderr.take().expect("stderr");
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                use std::io::BufRead as _;
-                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
+    let guard = support::lab(false);
+    let lab = &guard.lab;
+    let cases = loadgen_cases();
+    let modes = [Mode::Kernel, Mode::Xdpgate];
+    // [case][mode] -> per-round reports.
+    let mut runs: Vec<[Vec<LoadgenReport>; 2]> = cases.iter().map(|_| Default::default()).collect();
+    // [mode] -> (router IpForwDatagrams delta, datagrams received back).
+    let mut carried = [(0u64, 0u64); 2];
+    for round in 0..LOADGEN_ROUNDS {
+        // Alternate which mode goes first, so drift favours neither.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for m in order {
+            let mode = modes[m];
+            let state = enter_mode(lab, mode);
+            let before = kernel_forwarded(&lab.router());
+            for (c, (case, host, rate, size)) in cases.iter().enumerate() {
+                *port += 1;
+                match run_loadgen(lab, bin, "poll", host, *port, rate, size) {
+                    Ok(r) => {
+                        carried[m].1 += r.received as u64;
+                        runs[c][m].push(r);
+                    }
+                    Err(e) => println!("error: {} {case}: loadgen failed: {e}", mode.name()),
                 }
-            });
-            let first = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-            assert!(first.starts_with("reflecting on"), "reflector: {first:?}");
-            let out = Command::new("ip")
-                .args(["netns", "exec", &l.h1()])
-                .arg(&bin)
-                .args([
-                    "loadgen", &target, "--rate", rate, "--flows", "8", "--size", size,
-                ])
-                .args(["--duration", "3", "--json"])
-                .env("XDPGATE_IO_BACKEND", backend)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run loadgen");
-            // SAFETY: a signal to our own child.
-            unsafe { libc::kill(reflector.id() as i32, SIGTERM) };
-            let _ = reflector.wait();
-            let r: serde_json::Value = match serde_json::from_slice(&out.stdout) {
-                Ok(v) => v,
-                Err(e) => {
-                    println!(
-                        "| {backend} | {case} | loadgen failed ({e}): {} |",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                    continue;
-                }
+            }
+            carried[m].0 += kernel_forwarded(&lab.router()).saturating_sub(before);
+            leave_mode(lab, state);
+        }
+    }
+    println!("| case | router | received pps | loss | RTT p50 / p90 / p99 µs | xdpgate / kernel |");
+    println!("|---|---|---:|---:|---|---|");
+    for (c, (case, _, _, _)) in cases.iter().enumerate() {
+        let med = |m: usize, f: &dyn Fn(&LoadgenReport) -> f64| {
+            median(&runs[c][m].iter().map(f).collect::<Vec<_>>())
+        };
+        for (m, mode) in modes.iter().enumerate() {
+            if runs[c][m].is_empty() {
+                println!("| {case} | {} | no run succeeded | | | |", mode.name());
+                continue;
+            }
+            let pps = med(m, &|r| r.received / LOADGEN_SECONDS);
+            let ratio = if m == 1 && !runs[c][0].is_empty() {
+                let k_pps = med(0, &|r| r.received / LOADGEN_SECONDS);
+                format!(
+                    "{:.2}x pps, {:.2}x p50 RTT",
+                    pps / k_pps,
+                    med(1, &|r| r.p50) / med(0, &|r| r.p50)
+                )
+            } else {
+                String::new()
             };
-            let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-            let lat = |k: &str| r["latency_us"][k].as_f64().unwrap_or(f64::NAN);
-            let sent = n("sent");
             println!(
-                "| {backend} | {case} | {sent:.0} | {:.0} | {:.1} % | {:.0} / {:.0} / {:.0} | {:.1} | {:.2} |",
-                n("received"),
-                100.0 * n("lost") / sent.max(1.0),
-                lat("p50"),
-                lat("p90"),
-                lat("p99"),
-                r["cpu"]["us_per_packet"].as_f64().unwrap_or(f64::NAN),
-                n("syscalls_per_packet"),
+                "| {case} | {} | {} | {:.1} % | {:.0} / {:.0} / {:.0} | {ratio} |",
+                mode.name(),
+                si(pps as usize),
+                med(m, &|r| r.loss_pct()),
+                med(m, &|r| r.p50),
+                med(m, &|r| r.p90),
+                med(m, &|r| r.p99),
             );
         }
     }
+    for (m, mode) in modes.iter().enumerate() {
+        println!(
+            "\n{}: the router's IpForwDatagrams rose by {} while {} datagrams came back ({:.2} per round trip).",
+            mode.name(),
+            carried[m].0,
+            carried[m].1,
+            carried[m].0 as f64 / carried[m].1.max(1) as f64
+        );
+    }
+}
+
+/// What one `xdpgate loadgen --json` run reported.
+struct LoadgenReport {
+    sent: f64,
+    received: f64,
+    lost: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    cpu_us_per_packet: f64,
+    syscalls_per_packet: f64,
+}
+
+impl LoadgenReport {
+    fn from_json(r: &serde_json::Value) -> LoadgenReport {
+        let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let lat = |k: &str| r["latency_us"][k].as_f64().unwrap_or(f64::NAN);
+        LoadgenReport {
+            sent: n("sent"),
+            received: n("received"),
+            lost: n("lost"),
+            p50: lat("p50"),
+            p90: lat("p90"),
+            p99: lat("p99"),
+            cpu_us_per_packet: r["cpu"]["us_per_packet"].as_f64().unwrap_or(f64::NAN),
+            syscalls_per_packet: n("syscalls_per_packet"),
+        }
+    }
+
+    fn loss_pct(&self) -> f64 {
+        100.0 * self.lost / self.sent.max(1.0)
+    }
+
+    fn rtt(&self) -> String {
+        format!("{:.0} / {:.0} / {:.0}", self.p50, self.p90, self.p99)
+    }
+}
+
+/// One loadgen run through the lab router: a reflector in h2 on `port`,
+/// the generator in h1 sending to `host:port` for `LOADGEN_SECONDS`, 8
+/// flows, both on I/O `backend`.
+fn run_loadgen(
+    l: &Lab,
+    bin: &Path,
+    backend: &str,
+    host: &str,
+    port: u16,
+    rate: &str,
+    size: &str,
+) -> Result<LoadgenReport, String> {
+    let target = format!("{host}:{port}");
+    let mut reflector = Command::new("ip")
+        .args(["netns", "exec", &l.h2()])
+        .arg(bin)
+        .args(["loadgen", "--reflect", "--listen", &format!("[::]:{port}")])
+        .args(["--duration", "8"])
+        .env("XDPGATE_IO_BACKEND", backend)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start the reflector: {e}"))?;
+    // Its first line says it is listening.
+    let err = reflector.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let out = if first.starts_with("reflecting on") {
+        Command::new("ip")
+            .args(["netns", "exec", &l.h1()])
+            .arg(bin)
+            .args([
+                "loadgen", &target, "--rate", rate, "--flows", "8", "--size", size,
+            ])
+            .args(["--duration", &LOADGEN_SECONDS.to_string(), "--json"])
+            .env("XDPGATE_IO_BACKEND", backend)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run loadgen: {e}"))
+    } else {
+        Err(format!("the reflector said {first:?}"))
+    };
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(reflector.id() as i32, SIGTERM) };
+    let _ = reflector.wait();
+    let out = out?;
+    serde_json::from_slice(&out.stdout)
+        .map(|v| LoadgenReport::from_json(&v))
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr).trim()))
 }
