@@ -7,6 +7,7 @@ use serde_json::json;
 use xdpgate::{
     client::{self, ClientError},
     lab::H1_V4,
+    netns,
 };
 use xdpgate_tests::{
     support::*,
@@ -95,48 +96,30 @@ fn detaching_eth2_falls_back_to_the_kernel_and_attaching_takes_it_back() {
     );
 }
 
-/// `ip -n ns ARGS`, which must succeed.
-#[track_caller]
-fn ip_in(ns: &str, args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A veth pair `name`/`name`p inside the router namespace, both up.
 fn router_veth(l: &xdpgate::lab::Lab, name: &str) {
     let r = l.router();
     let peer = format!("{name}p");
-    ip_in(
-        &r,
-        &["link", "add", name, "type", "veth", "peer", "name", &peer],
-    );
-    ip_in(&r, &["link", "set", name, "up"]);
-    ip_in(&r, &["link", "set", &peer, "up"]);
+    for args in [
+        vec!["link", "add", name, "type", "veth", "peer", "name", &peer],
+        vec!["link", "set", name, "up"],
+        vec!["link", "set", &peer, "up"],
+    ] {
+        netns::ip(["-n", r.as_str()].into_iter().chain(args)).expect("ip link");
+    }
 }
 
-/// Wait until `GET /api/v1/interfaces/{name}` says `attached` is `want`.
+/// Wait until `GET /api/v1/interfaces/{name}` says `attached` is `want`;
+/// returns that answer.
 #[track_caller]
 fn wait_attached(api: std::net::SocketAddr, name: &str, want: bool) -> serde_json::Value {
-    let mut last = json!(null);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if let Ok(v) = client::get_json(api, &format!("/api/v1/interfaces/{name}")) {
-            if v["attached"] == want {
-                return v;
-            }
-            last = v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{name}: attached is not {want} within 10 s: {last}");
+    let get = || client::get_json(api, &format!("/api/v1/interfaces/{name}")).ok();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        &format!("{name} attached: {want}"),
+        || get().is_some_and(|v| v["attached"] == want),
+    );
+    get().expect("GET interface")
 }
 
 /// Interfaces attached through the API are saved: the next daemon, whose
@@ -167,7 +150,7 @@ fn attached_through_the_api_survives_a_restart_and_detached_stays_detached() {
     assert!(status.success(), "first daemon: {status}\n{log}");
     assert_eq!(xdp_on(&r, "eth2"), None, "a stopped daemon detaches");
     // Gone while no daemon runs: the next one cannot attach it at start.
-    ip_in(&r, &["link", "del", &extra]);
+    netns::ip(["-n", r.as_str(), "link", "del", &extra]).expect("ip link del");
 
     let daemon = Daemon::start(l, &only_eth1);
     let v = wait_attached(daemon.api, "eth2", true);
